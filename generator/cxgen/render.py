@@ -58,9 +58,60 @@ def render_c(env, model):
     return out
 
 
+def _type_of(f):
+    t = "`%s`" % f.type_name if f.type in ("message", "enum") else f.type
+    if f.repeated:
+        t = "repeated " + t
+    if f.oneof:
+        t += " (oneof `%s`)" % f.oneof
+    return t
+
+
+def _rules_of(f):
+    r = f.rules
+    out = []
+    if r.required:
+        out.append("required")
+    if r.min_len:
+        out.append("min_len %d" % r.min_len)
+    if r.max_len:
+        out.append("max_len %d" % r.max_len)
+    if r.format:
+        out.append(r.format)
+    if r.min_items:
+        out.append("min_items %d" % r.min_items)
+    if r.max_items:
+        out.append("max_items %d" % r.max_items)
+    if r.defined_only:
+        out.append("defined_only")
+    if r.gte is not None:
+        out.append("gte %d" % r.gte)
+    if r.lte is not None:
+        out.append("lte %d" % r.lte)
+    if r.finite:
+        out.append("finite")
+    if r.gte_double is not None:
+        out.append("gte %g" % r.gte_double)
+    if r.lte_double is not None:
+        out.append("lte %g" % r.lte_double)
+    return ", ".join(out)
+
+
+def render_docs(env, model):
+    """docs/schemas/<domain>.md: every message, field, rule, PII class and dedupe key."""
+    by_domain = {}
+    for f in model.files:
+        by_domain.setdefault(Naming.domain(f.package), []).append(f)
+    tpl = env.get_template("domain.md.j2")
+    return {"docs/schemas/%s.md" % d: tpl.render(domain=d, files=fs, type_of=_type_of,
+                                                 rules_of=_rules_of)
+            for d, fs in sorted(by_domain.items())}
+
+
 KINDS = {
     "nanopb_options": render_nanopb_options,
     "c": render_c,
+    "docs": render_docs,
 }
 
 

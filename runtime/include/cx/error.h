@@ -38,7 +38,20 @@ extern "C" {
     X(EVALIDATION, -10, payload, "schema validation failed")                                     \
     X(EDEDUPE_KEY, -11, payload, "dedupe key cannot be built: a referenced value is empty")      \
     X(ENOTFOUND, -12, config, "not found")                                                       \
-    X(ECRYPTO, -13, infra, "cryptographic operation failed")
+    X(ECRYPTO, -13, infra, "cryptographic operation failed")                                     \
+    X(EUNAVAILABLE, -14, infra, "store or service unreachable")                                  \
+    X(EBAD_SIGNATURE, -15, auth, "signature missing or invalid")                                 \
+    X(EUNKNOWN_ACCOUNT, -16, config, "provider account not in the accounts registry")            \
+    X(ETOO_LARGE, -17, payload, "request body too large")                                        \
+    X(EMALFORMED, -18, payload, "malformed provider payload")                                    \
+    X(EHANDLER, -19, infra, "handler failed (transient)")                                        \
+    X(EHANDLER_PERMANENT, -20, payload, "handler rejected the item (permanent)")                 \
+    X(ETIMEOUT, -21, infra, "deadline exceeded")                                                 \
+    X(ECONFIG, -22, config, "configuration invalid or incomplete")                               \
+    X(EABI, -23, config, "connector built against an incompatible SDK ABI")                      \
+    X(EIO, -24, infra, "input/output error")                                                     \
+    X(ENOT_IMPLEMENTED, -25, config, "capability not implemented by this connector")            \
+    X(EIN_PROGRESS, -26, infra, "another process is handling this item right now")
 
 typedef enum {
     CX_OK = 0,

@@ -1,0 +1,165 @@
+/* `cx`: the program of the connectors SDK (docs/cx.md).
+ *
+ *   cx serve      the webhook gateway (libmicrohttpd)
+ *   cx parse      one captured request through the pipeline, offline
+ *   cx replay     captured requests sent to a running gateway
+ *   cx validate   canonical JSON checked against the schema
+ *   cx version    SemVer, schema-set digest, git commit
+ *
+ * Exit codes: 0 ok, 1 input invalid, 2 usage, 69 unavailable, 70 internal, 78 config.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cx/cx.h"
+#include "cx_build_info.h"
+#include "cx_git.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+    const char *help;
+} command_t;
+
+static const command_t COMMANDS[] = {
+    {"serve", cx_cmd_serve, "run the webhook gateway",
+     "usage: cx serve [--config FILE] [--listen HOST:PORT] [--secrets DIR]\n"
+     "                [--env development|staging|production] [--redis HOST:PORT]\n"
+     "                [--connector-lib PATH.so]... [--account CONNECTOR:ACCOUNT_ID=TENANT]...\n"
+     "                [--log-level debug|info|warn|error|off]\n"
+     "\n"
+     "Hosts every connector (built in, and each --connector-lib shared object) behind\n"
+     "  POST|GET /webhook/<connector>   the inbound pipeline\n"
+     "  GET /health                     200 while the process runs\n"
+     "  GET /ready                      200 when the stores answer, else 503\n"
+     "  GET /metrics                    Prometheus text\n"
+     "Sources, later ones winning: defaults < --config FILE (JSON) < CX_ENV, CX_LISTEN,\n"
+     "CX_SECRETS_DIR, CX_REDIS, CX_LOG_LEVEL < flags. --listen defaults to 127.0.0.1:8080.\n"
+     "Staging and production refuse to start without Redis and their secrets (exit 78).\n"
+     "The default handler only counts processed items; applications register their own\n"
+     "handlers through the library API. SIGHUP re-reads secrets; SIGTERM/SIGINT drain.\n"
+     "\n"
+     "examples:\n"
+     "  cx serve --secrets ./secrets --connector-lib ./libcx_test_connector.so \\\n"
+     "           --account test:acc-1=acme\n"
+     "  CX_ENV=production cx serve --config /etc/cx/serve.json --redis 10.0.0.5:6379\n"},
+    {"parse", cx_cmd_parse, "run one captured request through the pipeline offline",
+     "usage: cx parse [--connector NAME] --request DIR|request.json [--secrets DIR]\n"
+     "                [--now UNIX_SECONDS] [--connector-lib PATH.so]...\n"
+     "                [--account CONNECTOR:ACCOUNT_ID=TENANT]... [--log-level LEVEL]\n"
+     "\n"
+     "Prints ONE JSON object: {\"status\", \"body\", \"events\": [{\"type\", \"dedupeKey\",\n"
+     "\"capability\", \"tenantId\", \"data\"}]}. The connector defaults to the one named by the\n"
+     "captured path (/webhook/<connector>). Accounts come from accounts.json beside\n"
+     "request.json and from --account; an account in neither fails as UNKNOWN_ACCOUNT.\n"
+     "Secrets default to a secrets/ directory beside request.json. --now pins the clock.\n"
+     "\n"
+     "examples:\n"
+     "  cx parse --connector-lib ./libcx_test_connector.so --request fixtures/test/batch \\\n"
+     "           --account test:acc-1=acme --now 1764403200\n"
+     "  cx parse --connector test --request case/request.json --secrets ./secrets \\\n"
+     "           --connector-lib ./libcx_test_connector.so | python3 -m json.tool\n"},
+    {"replay", cx_cmd_replay, "send captured requests to a running gateway",
+     "usage: cx replay DIR... --to URL [--secrets DIR] [--rate N] [--concurrency N]\n"
+     "                [--timeout SECONDS] [--json]\n"
+     "\n"
+     "Each DIR is a captured request (a directory with request.json, or the file itself) or a\n"
+     "tree of them (sent in sorted order). Requests go to URL + their captured path. With\n"
+     "--secrets, signature headers are recomputed with <DIR>/<connector>/<secret>\n"
+     "(X-Hub-Signature-256: app_secret; X-Test-Signature: secret). --rate caps requests per\n"
+     "second, --concurrency the transfers at once (default 4). A progress bar goes to stderr\n"
+     "when it is a terminal; the summary (statuses, items processed/deduped/failed, p50/p99\n"
+     "latency) to stdout, as JSON with --json. Exit 69 when a request got no response.\n"
+     "\n"
+     "examples:\n"
+     "  cx replay fixtures/test --to http://127.0.0.1:8080 --secrets ./secrets\n"
+     "  cx replay case1 case2 --to http://127.0.0.1:8080 --rate 50 --concurrency 8 --json\n"},
+    {"validate", cx_cmd_validate, "check canonical JSON against the schema",
+     "usage: cx validate TYPE FILE|-\n"
+     "       cx validate --list\n"
+     "\n"
+     "TYPE is a full name (cx.messaging.v1.DirectMessage) or an event type\n"
+     "(cx.messaging.v1.direct_message). Prints every violation as `path: rule: message` and\n"
+     "exits 1 when there is any; decoding errors use the rule json.<error>. --list prints\n"
+     "every type.\n"
+     "\n"
+     "examples:\n"
+     "  cx validate cx.messaging.v1.DirectMessage message.json\n"
+     "  echo '{\"messageId\": \"m1\"}' | cx validate cx.messaging.v1.direct_message -\n"},
+    {"version", cx_cmd_version, "print the version, schema-set digest and git commit",
+     "usage: cx version\n"
+     "\n"
+     "Prints three lines: `cx <SemVer>`, `schemas sha256:<digest>` (SHA-256 over the bytes of\n"
+     "schemas/**/*.proto concatenated in sorted path order) and `commit <short hash>` (at\n"
+     "configure time, or unknown). Nothing in it depends on when it was built.\n"
+     "\n"
+     "examples:\n"
+     "  cx version\n"},
+};
+#define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
+
+static void overview(FILE *f)
+{
+    fprintf(f, "usage: cx <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-9s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(f, "  %-9s %s\n", "help", "show the help of a command (cx help serve)");
+    fprintf(f, "\nexit codes: 0 ok, 1 input invalid, 2 usage, 69 unavailable, 70 internal, "
+               "78 config\n");
+}
+
+int cx_cli_help(const char *subcommand)
+{
+    if (subcommand == NULL) {
+        overview(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(COMMANDS[i].name, subcommand) == 0) {
+            fputs(COMMANDS[i].help, stdout);
+            return 0;
+        }
+    return -1;
+}
+
+int cx_cmd_version(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (cx_cli_is_help(argv[i])) {
+            cx_cli_help("version");
+            return CX_EXIT_OK;
+        }
+        return cx_cli_bad_arg("version", argv[i]);
+    }
+    printf("cx %s\nschemas sha256:%s\ncommit %s\n", CX_VERSION_STRING, CX_SCHEMA_DIGEST,
+           CX_GIT_COMMIT);
+    return CX_EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        overview(stderr);
+        return CX_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "help") == 0 || cx_cli_is_help(cmd)) {
+        if (argc > 2 && cx_cli_help(argv[2]) != 0) {
+            cx_cli_error(NULL, "no command '%s' (see cx help)", argv[2]);
+            return CX_EXIT_USAGE;
+        }
+        if (argc <= 2)
+            cx_cli_help(NULL);
+        return CX_EXIT_OK;
+    }
+    if (strcmp(cmd, "--version") == 0)
+        return cx_cmd_version(1, argv + 1);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(COMMANDS[i].name, cmd) == 0)
+            return COMMANDS[i].fn(argc - 1, argv + 1);
+    cx_cli_error(NULL, "no command '%s' (see cx help)", cmd);
+    return CX_EXIT_USAGE;
+}

@@ -1,0 +1,88 @@
+/* The routes of `cx serve`. A new route is one row in cx_serve_routes and one handler here
+ * (planned: /oauth/<connector>/callback, /commands/<capability>, /dlq): the gateway does the
+ * HTTP (limits, body, 404/405, Connection: close while draining, http_requests_total). */
+#define _POSIX_C_SOURCE 200809L
+#include <string.h>
+
+#include "serve.h"
+
+/* Connector ids are path segments: [a-z0-9_-]{1,63}. Anything else cannot be hosted. */
+static int valid_connector_id(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char c = s[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return 0;
+    }
+    return n > 0 && n < 64;
+}
+
+/* POST|GET /webhook/<connector>: the inbound pipeline (cx_runtime_handle) for that connector.
+ * Connectors that are not exposed (unauthenticated in production) are not hosted at all, so
+ * they answer 404 like any unknown id. */
+static void on_webhook(void *ud, const cx_gw_request_t *req, cx_gw_response_t *resp)
+{
+    cx_serve_app_t *app = ud;
+    if (!valid_connector_id(req->rest)) {
+        cx_gw_error(resp, 404, "NOT_FOUND", "no such connector");
+        return;
+    }
+    cx_request_t r = {req->method, req->path,  req->query,   req->headers,
+                      req->n_headers, req->body, req->body_len};
+    cx_response_t out = {0, NULL, resp->body};
+    if (cx_runtime_handle(app->rt, req->rest, &r, &out) != 0 || out.status == 0) {
+        cx_gw_error(resp, 500, "INTERNAL", "the pipeline produced no response");
+        return;
+    }
+    resp->status = out.status;
+    resp->content_type = out.content_type;
+}
+
+/* GET /health: the process is up (liveness). */
+static void on_health(void *ud, const cx_gw_request_t *req, cx_gw_response_t *resp)
+{
+    (void)ud;
+    (void)req;
+    resp->status = 200;
+    cx_buf_puts(resp->body, "{\"status\":\"ok\"}");
+}
+
+/* GET /ready: the stores answer and the process is not draining (readiness). */
+static void on_ready(void *ud, const cx_gw_request_t *req, cx_gw_response_t *resp)
+{
+    (void)req;
+    cx_serve_app_t *app = ud;
+    if (app->gw && cx_gw_draining(app->gw)) {
+        resp->status = 503;
+        cx_buf_puts(resp->body, "{\"status\":\"unavailable\",\"reason\":\"draining\"}");
+    } else if (!cx_runtime_ready(app->rt)) {
+        resp->status = 503;
+        cx_buf_puts(resp->body,
+                    "{\"status\":\"unavailable\",\"reason\":\"dedupe store unreachable\"}");
+    } else {
+        resp->status = 200;
+        cx_buf_puts(resp->body, "{\"status\":\"ready\"}");
+    }
+}
+
+/* GET /metrics: every metric of the registry, Prometheus text format 0.0.4. */
+static void on_metrics(void *ud, const cx_gw_request_t *req, cx_gw_response_t *resp)
+{
+    (void)req;
+    cx_serve_app_t *app = ud;
+    if (cx_metrics_render(app->metrics, resp->body) != 0) {
+        cx_gw_error(resp, 500, "INTERNAL", "cannot render metrics");
+        return;
+    }
+    resp->status = 200;
+    resp->content_type = CX_METRICS_CONTENT_TYPE;
+}
+
+const cx_gw_route_t cx_serve_routes[] = {
+    {"webhook", "/webhook/", 1, CX_GW_GET | CX_GW_POST, on_webhook},
+    {"health", "/health", 0, CX_GW_GET, on_health},
+    {"ready", "/ready", 0, CX_GW_GET, on_ready},
+    {"metrics", "/metrics", 0, CX_GW_GET, on_metrics},
+};
+const size_t cx_serve_n_routes = sizeof cx_serve_routes / sizeof cx_serve_routes[0];

@@ -1,0 +1,557 @@
+/* The webhook pipeline (docs/pipeline.md): one path for every connector.
+ *
+ * A request runs start to finish in the calling thread with one arena for everything it
+ * decodes. The only shared state it touches is read-mostly (connectors, accounts, handlers,
+ * fixed after boot), the secrets cache (a read lock), the dedupe store (its own locking or
+ * Redis), the logger and the metrics (both thread-safe).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/secrets.h"
+#include "cx/runtime.h"
+#include "inbound/runtime_internal.h"
+#include "schema/access.h"
+
+#define DEFAULT_MAX_BODY (1u << 20)
+#define DEFAULT_PROCESSING_TTL_MS 30000u
+#define DEFAULT_DEADLINE_MS 10000u
+#define DEFAULT_ARENA (8u << 20)
+
+/* Per-item state while a request runs. */
+typedef struct {
+    const cx_event_t *ev;
+    const char *tenant;
+    char *key;          /* dedupe key (arena), NULL when the item failed before */
+    int rc;             /* 0 or the failure */
+    int permanent;      /* the failure is permanent: no redelivery helps */
+    const char *outcome; /* "processed", "deduped", "failed" */
+    int claim;          /* index into the claim array, -1 when not claimed */
+    double latency_ms;
+} item_t;
+
+int64_t cx__mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double mono_ms_f(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* "CX_EUNKNOWN_ACCOUNT" -> "UNKNOWN_ACCOUNT": the error code users see in responses/logs. */
+const char *cx__code_name(int rc)
+{
+    const char *n = cx_err_name(rc);
+    return strncmp(n, "CX_E", 4) == 0 ? n + 4 : n;
+}
+
+/* A correlation id: kept from X-Correlation-Id when it is a sane token, else generated from a
+ * per-process random prefix and a counter (unique without a system call per request). */
+static const char *correlation_id(cx_runtime_t *rt, const cx_request_t *req, char *buf, size_t cap)
+{
+    const char *h = cx_request_header(req, "X-Correlation-Id");
+    if (h) {
+        size_t n = strlen(h);
+        int ok = n > 0 && n < cap && n <= 128;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = (h[i] >= 'a' && h[i] <= 'z') || (h[i] >= 'A' && h[i] <= 'Z') ||
+                 (h[i] >= '0' && h[i] <= '9') || h[i] == '-' || h[i] == '_' || h[i] == '.';
+        if (ok)
+            return h;
+    }
+    uint64_t n = atomic_fetch_add_explicit(&rt->request_counter, 1, memory_order_relaxed);
+    snprintf(buf, cap, "%s-%012" PRIx64, rt->instance_id, n);
+    return buf;
+}
+
+static void json_str(cx_buf_t *b, const char *s)
+{
+    cx_buf_putc(b, '"');
+    size_t start = 0, i = 0;
+    for (; s[i]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\' || c < 0x20) {
+            cx_buf_append(b, s + start, i - start);
+            if (c == '"' || c == '\\') {
+                cx_buf_putc(b, '\\');
+                cx_buf_putc(b, (char)c);
+            } else {
+                cx_buf_printf(b, "\\u%04x", c);
+            }
+            start = i + 1;
+        }
+    }
+    cx_buf_append(b, s + start, i - start);
+    cx_buf_putc(b, '"');
+}
+
+/* A response without items (401, 400, 413, 404, 405, 503 before parsing). */
+static void reject(cx_runtime_t *rt, const char *connector, const char *cid, cx_response_t *resp,
+                   int status, int rc, const char *msg, double t0)
+{
+    resp->status = status;
+    resp->content_type = "application/json";
+    cx_buf_printf(resp->body, "{\"ok\":false,\"correlationId\":");
+    json_str(resp->body, cid);
+    cx_buf_printf(resp->body, ",\"errorCode\":\"%s\",\"message\":", cx__code_name(rc));
+    json_str(resp->body, msg);
+    cx_buf_puts(resp->body, "}");
+    cx_log_record_t r;
+    if (cx_log_begin(&r, rt->log, status >= 500 ? CX_LOG_ERROR : CX_LOG_WARN)) {
+        cx_log_set_connector(&r, connector);
+        cx_log_set_correlation_id(&r, cid);
+        cx_log_set_outcome(&r, "rejected");
+        cx_log_set_error_code(&r, cx__code_name(rc));
+        cx_log_set_error_class(&r, cx_err_class(rc));
+        cx_log_set_int(&r, "status", status);
+        cx_log_set_latency_ms(&r, mono_ms_f() - t0);
+        cx_log_set_msg(&r, msg);
+        cx_log_emit(&r);
+    }
+    cx__count_request(rt, connector, status, mono_ms_f() - t0);
+}
+
+/* Sets the message's tenant_id field, when its type has one, to the resolved tenant. */
+static void stamp_tenant(ProtobufCMessage *msg, const char *tenant)
+{
+    const ProtobufCFieldDescriptor *fd =
+        protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, "tenant_id");
+    if (fd && fd->type == PROTOBUF_C_TYPE_STRING && !cx__is_repeated(fd))
+        *(const char **)cx__field_ptr(msg, fd) = tenant;
+}
+
+static const char *first_violation(const cx_violations_t *v, char *buf, size_t cap)
+{
+    if (v->count == 0)
+        return "invalid";
+    snprintf(buf, cap, "%s: %s", v->items[0].path, v->items[0].rule);
+    return buf;
+}
+
+static void fail(item_t *it, int rc, int permanent)
+{
+    it->rc = rc;
+    it->permanent = permanent;
+    it->outcome = "failed";
+}
+
+/* Marks the later of two items with the same key as deduped (a duplicate inside one batch). */
+static void dedupe_in_batch(item_t *items, size_t n, cx_arena_t *arena)
+{
+    if (n < 2)
+        return;
+    size_t cap = 16;
+    while (cap < n * 2)
+        cap <<= 1;
+    uint32_t *slots = cx_arena_alloc(arena, cap * sizeof *slots); /* index + 1, 0 = empty */
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].key == NULL)
+            continue;
+        uint64_t h = 1469598103934665603ull;
+        for (const char *p = items[i].key; *p; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211ull;
+        if (slots == NULL) { /* arena exhausted: quadratic fallback */
+            for (size_t j = 0; j < i; j++)
+                if (items[j].key && items[j].outcome == NULL &&
+                    strcmp(items[i].key, items[j].key) == 0) {
+                    items[i].outcome = "deduped";
+                    break;
+                }
+            continue;
+        }
+        for (size_t s = h & (cap - 1);; s = (s + 1) & (cap - 1)) {
+            if (slots[s] == 0) {
+                slots[s] = (uint32_t)i + 1;
+                break;
+            }
+            if (strcmp(items[slots[s] - 1].key, items[i].key) == 0) {
+                items[i].outcome = "deduped";
+                break;
+            }
+        }
+    }
+}
+
+static const cx_handler_t *handler_for(const cx_runtime_t *rt, const char *capability)
+{
+    const cx_handler_t *fallback = NULL;
+    for (size_t i = 0; i < rt->n_handlers; i++) {
+        if (capability && strcmp(rt->handlers[i].capability, capability) == 0)
+            return &rt->handlers[i];
+        if (strcmp(rt->handlers[i].capability, "*") == 0)
+            fallback = &rt->handlers[i];
+    }
+    return fallback;
+}
+
+static void log_item(cx_runtime_t *rt, const char *connector, const char *cid, size_t index,
+                     const item_t *it)
+{
+    cx_log_record_t r;
+    int failed = it->outcome && strcmp(it->outcome, "failed") == 0;
+    if (!cx_log_begin(&r, rt->log, failed ? CX_LOG_WARN : CX_LOG_INFO))
+        return;
+    cx_log_set_connector(&r, connector);
+    cx_log_set_correlation_id(&r, cid);
+    cx_log_set_tenant_id(&r, it->tenant);
+    if (it->ev->meta) {
+        cx_log_set_capability(&r, it->ev->meta->capability);
+        cx_log_set_event_type(&r, it->ev->meta->event_type);
+    }
+    cx_log_set_dedupe_key(&r, it->key);
+    cx_log_set_dedupe_hit(&r, it->outcome && strcmp(it->outcome, "deduped") == 0);
+    cx_log_set_outcome(&r, it->outcome);
+    cx_log_set_latency_ms(&r, it->latency_ms);
+    cx_log_set_attempt(&r, 1);
+    cx_log_set_int(&r, "index", (int64_t)index);
+    if (it->rc) {
+        cx_log_set_error_code(&r, cx__code_name(it->rc));
+        cx_log_set_error_class(&r, cx_err_class(it->rc));
+        cx_log_set_int(&r, "permanent", it->permanent);
+    }
+    cx_log_set_msg(&r, failed ? "item failed" : "item handled");
+    cx_log_emit(&r);
+}
+
+static void write_results(cx_buf_t *b, const char *cid, int ok, const item_t *items, size_t n,
+                          unsigned processed, unsigned deduped, unsigned failed)
+{
+    cx_buf_printf(b, "{\"ok\":%s,\"correlationId\":", ok ? "true" : "false");
+    json_str(b, cid);
+    cx_buf_printf(b,
+                  ",\"summary\":{\"total\":%zu,\"processed\":%u,\"queued\":0,\"deduped\":%u,"
+                  "\"failed\":%u},\"results\":[",
+                  n, processed, deduped, failed);
+    for (size_t i = 0; i < n; i++) {
+        const item_t *it = &items[i];
+        cx_buf_printf(b, "%s{\"index\":%zu", i ? "," : "", i);
+        if (it->ev->meta) {
+            cx_buf_puts(b, ",\"type\":");
+            json_str(b, it->ev->meta->event_type ? it->ev->meta->event_type
+                                                 : it->ev->meta->full_name);
+        }
+        if (it->key) {
+            cx_buf_puts(b, ",\"dedupeKey\":");
+            json_str(b, it->key);
+        }
+        cx_buf_printf(b, ",\"outcome\":\"%s\"", it->outcome);
+        if (it->rc)
+            cx_buf_printf(b, ",\"errorCode\":\"%s\",\"errorClass\":\"%s\",\"permanent\":%s",
+                          cx__code_name(it->rc), cx_err_class(it->rc),
+                          it->permanent ? "true" : "false");
+        cx_buf_putc(b, '}');
+    }
+    cx_buf_puts(b, "]}");
+}
+
+void cx__pending_add(cx_runtime_t *rt, const cx_dedupe_item_t *items, size_t n)
+{
+    pthread_mutex_lock(&rt->pending_mu);
+    for (size_t i = 0; i < n; i++) {
+        if (rt->n_pending == rt->cap_pending) {
+            size_t cap = rt->cap_pending ? rt->cap_pending * 2 : 64;
+            cx_dedupe_item_t *p;
+            if (cap > CX__MAX_PENDING || (p = realloc(rt->pending, cap * sizeof *p)) == NULL)
+                break; /* bounded: beyond it, redeliveries may run items again (logged) */
+            rt->pending = p;
+            rt->cap_pending = cap;
+        }
+        cx_dedupe_item_t it = items[i];
+        if ((it.key = strdup(items[i].key)) == NULL)
+            break;
+        rt->pending[rt->n_pending++] = it;
+    }
+    pthread_mutex_unlock(&rt->pending_mu);
+}
+
+void cx__pending_flush(cx_runtime_t *rt)
+{
+    if (atomic_load_explicit(&rt->n_pending, memory_order_relaxed) == 0)
+        return;
+    pthread_mutex_lock(&rt->pending_mu);
+    cx_error_t err;
+    cx_error_clear(&err);
+    if (rt->n_pending &&
+        rt->dedupe->ops->complete(rt->dedupe, rt->pending, rt->n_pending, &err) == 0) {
+        for (size_t i = 0; i < rt->n_pending; i++)
+            free((char *)rt->pending[i].key);
+        rt->n_pending = 0;
+    }
+    pthread_mutex_unlock(&rt->pending_mu);
+}
+
+void cx__pending_free(cx_runtime_t *rt)
+{
+    for (size_t i = 0; i < rt->n_pending; i++)
+        free((char *)rt->pending[i].key);
+    free(rt->pending);
+    rt->pending = NULL;
+    rt->n_pending = rt->cap_pending = 0;
+}
+
+int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_request_t *req,
+                      cx_response_t *resp)
+{
+    if (rt == NULL || connector_id == NULL || req == NULL || resp == NULL || resp->body == NULL)
+        return CX_EINVAL;
+    double t0 = mono_ms_f();
+    char cidbuf[64];
+    const char *cid = correlation_id(rt, req, cidbuf, sizeof cidbuf);
+    const cx_connector_t *c = cx_runtime_connector(rt, connector_id);
+    if (c == NULL) {
+        reject(rt, "unknown", cid, resp, 404, CX_ENOTFOUND, "no such connector", t0);
+        return 0;
+    }
+    const char *cname = c->manifest->id;
+    if (req->body_len > rt->cfg.max_body_bytes) {
+        reject(rt, cname, cid, resp, 413, CX_ETOO_LARGE, "request body too large", t0);
+        return 0;
+    }
+    cx_arena_t arena;
+    cx_arena_init(&arena, NULL, rt->cfg.arena_limit);
+    cx_ctx_t ctx = {rt, cname, cx_clock_now(&rt->cfg.clock), &arena};
+    cx_error_t err;
+    cx_error_clear(&err);
+    int is_get = strcmp(req->method, "GET") == 0;
+    if (is_get || strcmp(req->method, "POST") != 0) {
+        if (!is_get || c->handshake == NULL) {
+            reject(rt, cname, cid, resp, 405, CX_EINVAL, "method not allowed", t0);
+        } else {
+            resp->status = 200;
+            resp->content_type = "text/plain";
+            if (c->handshake(c, &ctx, req, resp, &err) != 0 && resp->status < 400)
+                resp->status = 403;
+            cx__count_request(rt, cname, resp->status, mono_ms_f() - t0);
+        }
+        cx_arena_release(&arena);
+        return 0;
+    }
+    if (c->manifest->inbound_auth != CX_AUTH_NONE) {
+        int rc = c->verify(c, &ctx, req, &err);
+        if (rc != 0) {
+            int status = rc == CX_EBAD_SIGNATURE ? 401 : 503;
+            reject(rt, cname, cid, resp, status, rc, err.message[0] ? err.message : "unverified",
+                   t0);
+            cx_arena_release(&arena);
+            return 0;
+        }
+    }
+    cx_parse_out_t out = {NULL, 0, 0, &arena};
+    int rc = c->parse(c, &ctx, req, &out, &err);
+    if (rc != 0) {
+        int status = rc == CX_ENOSPC ? 413 : 400;
+        reject(rt, cname, cid, resp, status, rc == CX_ENOSPC ? CX_ELIMIT : CX_EMALFORMED,
+               err.message[0] ? err.message : "malformed payload", t0);
+        cx_arena_release(&arena);
+        return 0;
+    }
+
+    size_t n = out.n;
+    item_t *items = n ? cx_arena_alloc(&arena, n * sizeof *items) : NULL;
+    cx_dedupe_item_t *claims = n ? cx_arena_alloc(&arena, n * sizeof *claims) : NULL;
+    if (n && (items == NULL || claims == NULL)) {
+        reject(rt, cname, cid, resp, 413, CX_ELIMIT, "batch too large for the request arena", t0);
+        cx_arena_release(&arena);
+        return 0;
+    }
+    cx_keyring_t keyring = {rt->pseudonym_key, rt->pseudonym_key_len};
+    cx_violation_t vbuf[4];
+    for (size_t i = 0; i < n; i++) {
+        item_t *it = &items[i];
+        it->ev = &out.events[i];
+        it->claim = -1;
+        if (it->ev->error || it->ev->msg == NULL) {
+            fail(it, it->ev->error ? it->ev->error : CX_EMALFORMED, 1);
+            continue;
+        }
+        it->tenant = cx__accounts_lookup(rt, cname, it->ev->account_id);
+        if (it->tenant == NULL) {
+            fail(it, CX_EUNKNOWN_ACCOUNT, 1);
+            continue;
+        }
+        stamp_tenant(it->ev->msg, it->tenant);
+        cx_violations_t v = {vbuf, 4, 0};
+        if (cx_validate(it->ev->meta, it->ev->msg, &v) != 0) {
+            char why[160];
+            cx_log_record_t r;
+            if (cx_log_begin(&r, rt->log, CX_LOG_WARN)) {
+                cx_log_set_connector(&r, cname);
+                cx_log_set_correlation_id(&r, cid);
+                cx_log_set_event_type(&r, it->ev->meta->event_type);
+                cx_log_set_error_code(&r, "VALIDATION");
+                cx_log_set_error_class(&r, "payload");
+                cx_log_set_msg(&r, first_violation(&v, why, sizeof why));
+                cx_log_emit(&r);
+            }
+            fail(it, CX_EVALIDATION, 1);
+            continue;
+        }
+        cx_buf_t kb;
+        char kmem[1024];
+        cx_buf_init_fixed(&kb, kmem, sizeof kmem);
+        if (cx_dedupe_key(it->ev->meta, it->ev->msg, &keyring, &kb, &err) != 0) {
+            fail(it, CX_EDEDUPE_KEY, 1);
+            continue;
+        }
+        it->key = cx_arena_strndup(&arena, kb.data, kb.len);
+        if (it->key == NULL)
+            fail(it, CX_ELIMIT, 0);
+    }
+    dedupe_in_batch(items, n, &arena);
+
+    /* Completions lost during an outage go first, so their redelivery is deduped. */
+    cx__pending_flush(rt);
+    /* One round trip claims every item that is still in the running. */
+    size_t nclaims = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].outcome)
+            continue;
+        items[i].claim = (int)nclaims;
+        claims[nclaims] = (cx_dedupe_item_t){.key = items[i].key,
+                                             .done_ttl_s = items[i].ev->meta->dedupe_ttl_seconds};
+        nclaims++;
+    }
+    int store_down = 0;
+    if (nclaims && rt->dedupe->ops->claim(rt->dedupe, claims, nclaims, rt->cfg.processing_ttl_ms,
+                                          &err) != 0) {
+        store_down = 1;
+        for (size_t i = 0; i < n; i++)
+            if (items[i].claim >= 0) {
+                fail(&items[i], CX_EUNAVAILABLE, 0);
+                items[i].claim = -1;
+            }
+    }
+
+    /* Handlers, inline. */
+    for (size_t i = 0; i < n; i++) {
+        item_t *it = &items[i];
+        if (it->claim < 0)
+            continue;
+        cx_dedupe_item_t *cl = &claims[it->claim];
+        if (cl->state == CX_CLAIM_DONE) {
+            it->outcome = "deduped";
+            it->claim = -1;
+            continue;
+        }
+        if (cl->state != CX_CLAIM_OWNED) { /* another process holds it right now */
+            fail(it, CX_EIN_PROGRESS, 0);
+            it->claim = -1;
+            continue;
+        }
+        const cx_handler_t *h = handler_for(rt, it->ev->meta->capability);
+        double h0 = mono_ms_f();
+        int hrc;
+        if (h == NULL) {
+            hrc = CX_ENOT_IMPLEMENTED;
+        } else {
+            cx_item_t view = {it->ev, cname, it->tenant, it->key, cid,
+                              cx__mono_ms() + rt->cfg.handler_deadline_ms};
+            cx_error_t herr;
+            cx_error_clear(&herr);
+            hrc = h->fn(h->ud, &view, &herr);
+        }
+        it->latency_ms = mono_ms_f() - h0;
+        cx__observe_handler(rt, cname, it->ev->meta->capability, it->latency_ms);
+        if (hrc == 0) {
+            it->outcome = "processed";
+            if (it->latency_ms > rt->cfg.handler_deadline_ms) {
+                cx_log_record_t r;
+                if (cx_log_begin(&r, rt->log, CX_LOG_WARN)) {
+                    cx_log_set_connector(&r, cname);
+                    cx_log_set_correlation_id(&r, cid);
+                    cx_log_set_dedupe_key(&r, it->key);
+                    cx_log_set_latency_ms(&r, it->latency_ms);
+                    cx_log_set_msg(&r, "handler exceeded its deadline; its claim may have lapsed");
+                    cx_log_emit(&r);
+                }
+            }
+        } else {
+            fail(it, hrc == CX_EHANDLER_PERMANENT || hrc == CX_ENOT_IMPLEMENTED ? hrc : CX_EHANDLER,
+                 hrc == CX_EHANDLER_PERMANENT || hrc == CX_ENOT_IMPLEMENTED);
+        }
+    }
+
+    /* One round trip completes the processed items, one more releases the failed ones so the
+     * provider's redelivery can run them again. */
+    size_t ndone = 0, nrel = 0;
+    cx_dedupe_item_t *done = nclaims ? cx_arena_alloc(&arena, 2 * nclaims * sizeof *done) : NULL;
+    cx_dedupe_item_t *release = done ? done + nclaims : NULL;
+    for (size_t i = 0; done && i < n; i++) {
+        if (items[i].claim < 0)
+            continue;
+        if (strcmp(items[i].outcome, "processed") == 0)
+            done[ndone++] = claims[items[i].claim];
+        else
+            release[nrel++] = claims[items[i].claim];
+    }
+    if (ndone && rt->dedupe->ops->complete(rt->dedupe, done, ndone, &err) != 0) {
+        /* The handlers ran but the store lost the completion: keep it to retry before the
+         * next claims (the redelivery then finds these items done), and answer 503 so the
+         * items whose claims failed are redelivered. */
+        store_down = 1;
+        cx__pending_add(rt, done, ndone);
+        cx_log_record_t r;
+        if (cx_log_begin(&r, rt->log, CX_LOG_ERROR)) {
+            cx_log_set_connector(&r, cname);
+            cx_log_set_correlation_id(&r, cid);
+            cx_log_set_error(&r, CX_EUNAVAILABLE);
+            cx_log_set_msg(&r, "dedupe store unreachable when completing processed items");
+            cx_log_emit(&r);
+        }
+    }
+    if (nrel)
+        rt->dedupe->ops->release(rt->dedupe, release, nrel, &err);
+
+    unsigned processed = 0, deduped = 0, failed = 0, transient = 0;
+    for (size_t i = 0; i < n; i++) {
+        item_t *it = &items[i];
+        if (strcmp(it->outcome, "processed") == 0)
+            processed++;
+        else if (strcmp(it->outcome, "deduped") == 0)
+            deduped++;
+        else {
+            failed++;
+            transient += !it->permanent;
+        }
+        cx__count_item(rt, cname, it->ev->meta ? it->ev->meta->capability : "unknown",
+                       it->outcome, it->rc ? cx__code_name(it->rc) : NULL);
+        log_item(rt, cname, cid, i, it);
+    }
+    int status = (transient || store_down) ? 503 : 200;
+    resp->status = status;
+    resp->content_type = "application/json";
+    write_results(resp->body, cid, status == 200, items, n, processed, deduped, failed);
+    if (cx_buf_error(resp->body)) { /* a results list too long for the response buffer */
+        cx_buf_reset(resp->body);
+        write_results(resp->body, cid, status == 200, items, 0, processed, deduped, failed);
+    }
+    double total = mono_ms_f() - t0;
+    cx_log_record_t r;
+    if (cx_log_begin(&r, rt->log, status == 200 ? CX_LOG_INFO : CX_LOG_WARN)) {
+        cx_log_set_connector(&r, cname);
+        cx_log_set_correlation_id(&r, cid);
+        cx_log_set_outcome(&r, status == 200 ? "ok" : "retry");
+        cx_log_set_int(&r, "status", status);
+        cx_log_set_latency_ms(&r, total);
+        cx_log_set_int(&r, "items", (int64_t)n);
+        cx_log_set_int(&r, "processed", processed);
+        cx_log_set_int(&r, "deduped", deduped);
+        cx_log_set_int(&r, "failed", failed);
+        cx_log_set_msg(&r, "request handled");
+        cx_log_emit(&r);
+    }
+    cx__count_request(rt, cname, status, total);
+    cx_arena_release(&arena);
+    return 0;
+}

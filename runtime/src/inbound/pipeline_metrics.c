@@ -1,0 +1,33 @@
+/* The pipeline's metrics, by handle (registered once in cx_runtime_create). */
+#include <stdio.h>
+#include <string.h>
+
+#include "inbound/runtime_internal.h"
+
+void cx__count_request(cx_runtime_t *rt, const char *connector, int status, double ms)
+{
+    char code[8];
+    snprintf(code, sizeof code, "%d", status);
+    cx_counter_inc(rt->std.webhook_requests_total, (const char *[]){connector, code}, 1);
+    cx_histogram_observe(rt->std.webhook_latency_ms, (const char *[]){connector}, ms);
+}
+
+void cx__count_item(cx_runtime_t *rt, const char *connector, const char *capability,
+                    const char *outcome, const char *error_code)
+{
+    const char *cap = capability ? capability : "unknown";
+    if (strcmp(outcome, "processed") == 0)
+        cx_counter_inc(rt->std.events_processed_total, (const char *[]){connector, cap}, 1);
+    else if (strcmp(outcome, "deduped") == 0)
+        cx_counter_inc(rt->std.events_deduped_total, (const char *[]){connector, cap}, 1);
+    else
+        cx_counter_inc(rt->std.events_failed_total,
+                       (const char *[]){connector, cap, error_code ? error_code : "UNKNOWN"}, 1);
+}
+
+void cx__observe_handler(cx_runtime_t *rt, const char *connector, const char *capability,
+                         double ms)
+{
+    cx_histogram_observe(rt->std.handler_latency_ms,
+                         (const char *[]){connector, capability ? capability : "unknown"}, ms);
+}

@@ -1,0 +1,172 @@
+/* What both dedupe stores share: argument checks, the environment prefix and claim tokens. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "stores/dedupe_internal.h"
+
+int cx__dedupe_prefix(const char *environment, char prefix[96], cx_error_t *err)
+{
+    if (environment == NULL || environment[0] == '\0')
+        return cx_error_set(err, CX_EINVAL, "environment", "environment is empty");
+    size_t len = strlen(environment);
+    if (len > 64)
+        return cx_error_set(err, CX_EINVAL, "environment", "environment longer than 64");
+    /* ':' is the segment separator: "a:dedupe:b" as an environment would alias another
+     * environment's keys, so only a conservative alphabet is accepted. */
+    for (size_t i = 0; i < len; i++) {
+        char c = environment[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '_' || c == '-';
+        if (!ok)
+            return cx_error_set(err, CX_EINVAL, "environment",
+                                "environment may only hold [A-Za-z0-9._-]");
+    }
+    memcpy(prefix, "cx:", 3);
+    memcpy(prefix + 3, environment, len);
+    memcpy(prefix + 3 + len, ":dedupe:", sizeof ":dedupe:");
+    return 0;
+}
+
+int cx__dedupe_check_batch(const cx_dedupe_item_t *items, size_t n, cx_error_t *err)
+{
+    if (n > 0 && items == NULL)
+        return cx_error_set(err, CX_EINVAL, "items", "items is NULL");
+    if (n > CX_DEDUPE_BATCH_MAX)
+        return cx_error_set(err, CX_EINVAL, "items", "batch of %zu items exceeds %u", n,
+                            (unsigned)CX_DEDUPE_BATCH_MAX);
+    return 0;
+}
+
+static int key_len(const char *key, size_t *len)
+{
+    if (key == NULL || key[0] == '\0')
+        return CX_EINVAL;
+    /* memchr bounds the scan: a missing NUL must not run past the limit. */
+    const char *nul = memchr(key, '\0', CX_DEDUPE_KEY_MAX + 1);
+    if (nul == NULL)
+        return CX_EINVAL;
+    *len = (size_t)(nul - key);
+    return 0;
+}
+
+int cx__dedupe_check_claim(const cx_dedupe_item_t *items, size_t n, uint32_t ttl_ms, size_t *lens,
+                           cx_error_t *err)
+{
+    int rc = cx__dedupe_check_batch(items, n, err);
+    if (rc != 0)
+        return rc;
+    if (ttl_ms == 0)
+        return cx_error_set(err, CX_EINVAL, "processing_ttl_ms", "processing TTL is 0");
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        if (key_len(items[i].key, &len) != 0) {
+            char path[32];
+            snprintf(path, sizeof path, "items[%zu].key", i);
+            return cx_error_set(err, CX_EINVAL, path, "key is NULL, empty or longer than %d",
+                                CX_DEDUPE_KEY_MAX);
+        }
+        if (lens)
+            lens[i] = len;
+    }
+    return 0;
+}
+
+int cx__dedupe_check_owned(const cx_dedupe_item_t *item, size_t *keylen)
+{
+    if (item->state != CX_CLAIM_OWNED || key_len(item->key, keylen) != 0)
+        return CX_EINVAL;
+    for (int i = 0; i < CX__DEDUPE_TOKEN_LEN; i++) {
+        char c = item->token[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return CX_EINVAL;
+    }
+    return item->token[CX__DEDUPE_TOKEN_LEN] == '\0' ? 0 : CX_EINVAL;
+}
+
+void cx__dedupe_set_rc(cx_dedupe_item_t *items, size_t n, int code)
+{
+    for (size_t i = 0; i < n; i++)
+        items[i].rc = code;
+}
+
+/* ---- Claim tokens ----------------------------------------------------------------------
+ *
+ * A token is 16 hex digits of a random process prefix followed by 16 hex digits of a counter.
+ * Only uniqueness matters (a token is not a secret, it names a claim), so one RAND_bytes call
+ * per process is enough and a claim costs an atomic add. The prefix is renewed when the pid
+ * changes: a forked child must not reuse its parent's prefix and counter. The pid is stored
+ * after the prefix with release order, so a reader that sees its own pid sees its prefix. */
+
+static pthread_mutex_t g_token_mu = PTHREAD_MUTEX_INITIALIZER;
+static atomic_long g_token_pid; /* the pid g_token_prefix belongs to; 0 = none */
+static char g_token_prefix[16]; /* hex; written under g_token_mu before the pid */
+static atomic_uint_fast64_t g_token_counter;
+
+static const char HEX[] = "0123456789abcdef";
+
+static void hex64(char *out, uint64_t v)
+{
+    for (int i = 15; i >= 0; i--) {
+        out[i] = HEX[v & 0xf];
+        v >>= 4;
+    }
+}
+
+static int token_prefix_ready(void)
+{
+    long pid = (long)getpid();
+    if (atomic_load_explicit(&g_token_pid, memory_order_acquire) == pid)
+        return 0;
+    int rc = 0;
+    pthread_mutex_lock(&g_token_mu);
+    if (atomic_load_explicit(&g_token_pid, memory_order_relaxed) != pid) {
+        unsigned char r[8];
+        if (RAND_bytes(r, sizeof r) != 1) {
+            rc = CX_ECRYPTO;
+        } else {
+            uint64_t v = 0;
+            for (size_t i = 0; i < sizeof r; i++)
+                v = (v << 8) | r[i];
+            hex64(g_token_prefix, v);
+            atomic_store_explicit(&g_token_pid, pid, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&g_token_mu);
+    return rc;
+}
+
+int cx__dedupe_new_tokens(cx_dedupe_item_t *items, size_t n, cx_error_t *err)
+{
+    if (n == 0)
+        return 0;
+    if (token_prefix_ready() != 0)
+        return cx_error_set(err, CX_ECRYPTO, NULL, "no random bytes for claim tokens");
+    uint64_t c = atomic_fetch_add_explicit(&g_token_counter, n, memory_order_relaxed);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(items[i].token, g_token_prefix, 16);
+        hex64(items[i].token + 16, c + i);
+        items[i].token[CX__DEDUPE_TOKEN_LEN] = '\0';
+    }
+    return 0;
+}
+
+#ifndef CX_WITH_REDIS
+/* Built without hiredis: the symbol exists so callers link in both configurations. */
+int cx_dedupe_store_redis(const char *environment, const cx_redis_options_t *opts,
+                          cx_dedupe_store_t **out, cx_error_t *err)
+{
+    (void)environment;
+    (void)opts;
+    if (out)
+        *out = NULL;
+    return cx_error_set(err, CX_ENOT_IMPLEMENTED, NULL,
+                        "libcx was built without Redis (CX_WITH_REDIS=OFF)");
+}
+#endif

@@ -1,0 +1,562 @@
+/* The embedded dedupe store: an in-process hash table with expiry.
+ *
+ * Same semantics as the Redis store (cx/dedupe_store.h): claim when absent or expired, complete
+ * and release only with the claim's token, done / processing TTLs. It dedupes only within one
+ * process, for development, tests and single-process deployments.
+ *
+ * Layout: 64 stripes, each a mutex and an open-addressing table (linear probing, backward-shift
+ * deletion, so no tombstones), chosen by the top bits of a keyed SipHash-1-3 of the key (keys
+ * come from provider payloads; a keyed hash keeps crafted keys from piling up in one probe
+ * run). A batch locks one stripe per item, never two at once, so threads rarely contend and
+ * cannot deadlock.
+ *
+ * Expiry: an entry past its deadline counts as absent whenever it is looked up; every claim
+ * also sweeps a few slots from a per-stripe cursor, and a stripe about to grow, or a store at
+ * max_keys, sweeps fully first, so expired keys give their memory back without a thread of
+ * our own. Times come from CLOCK_MONOTONIC (read once per call): wall-clock jumps do not
+ * expire or revive keys.
+ *
+ * Memory: every allocation goes through the store's allocator; max_keys bounds the live
+ * entries (counted across stripes with one atomic) and claim fails with CX_ENOSPC beyond it.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
+
+#include "cx/arena.h"
+#include "stores/dedupe_internal.h"
+
+#define STRIPE_BITS 6
+#define STRIPES (1u << STRIPE_BITS)
+#define INITIAL_CAP 16u /* slots of a stripe's first table */
+#define SWEEP_STEPS 4u  /* slots examined or freed by each claimed item */
+#define DEFAULT_MAX_KEYS ((size_t)1 << 20)
+
+enum { E_PROCESSING = 1, E_DONE = 2 };
+
+typedef struct entry_s {
+    uint64_t hash;      /* 0 = empty slot (a real hash of 0 is stored as 1) */
+    int64_t expires_ms; /* CLOCK_MONOTONIC milliseconds */
+    char *key;          /* owned copy, NUL-terminated */
+    uint32_t keylen;
+    uint8_t state;                    /* E_PROCESSING or E_DONE */
+    char token[CX__DEDUPE_TOKEN_LEN]; /* the claim's token, no NUL */
+} entry_t;
+
+typedef struct stripe_s {
+    pthread_mutex_t mu;
+    entry_t *slots; /* NULL until the first insert */
+    size_t mask;    /* capacity - 1 */
+    size_t count;   /* occupied slots, expired ones included */
+    size_t cursor;  /* next slot the incremental sweep examines */
+} stripe_t;
+
+/* Padded so two stripes' mutexes do not share a cache line. */
+typedef union stripe_slot_u {
+    stripe_t s;
+    char pad[128];
+} stripe_slot_t;
+
+typedef struct embedded_store_s {
+    cx_dedupe_store_t base; /* first: the public view */
+    cx_allocator_t alloc;
+    size_t max_keys;
+    atomic_size_t live; /* entries in all stripes, expired ones included */
+    uint64_t k0, k1;    /* SipHash key */
+    stripe_slot_t stripes[STRIPES];
+} embedded_store_t;
+
+/* ---- Allocation ------------------------------------------------------------------------- */
+
+static void *malloc_cb(void *ud, size_t size)
+{
+    (void)ud;
+    return malloc(size);
+}
+
+static void free_cb(void *ud, void *ptr)
+{
+    (void)ud;
+    free(ptr);
+}
+
+/* ---- SipHash-1-3 (Aumasson & Bernstein; one compression round, three finalisation) ---- */
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1;                                                                                  \
+        v1 = ROTL(v1, 13);                                                                         \
+        v1 ^= v0;                                                                                  \
+        v0 = ROTL(v0, 32);                                                                         \
+        v2 += v3;                                                                                  \
+        v3 = ROTL(v3, 16);                                                                         \
+        v3 ^= v2;                                                                                  \
+        v0 += v3;                                                                                  \
+        v3 = ROTL(v3, 21);                                                                         \
+        v3 ^= v0;                                                                                  \
+        v2 += v1;                                                                                  \
+        v1 = ROTL(v1, 17);                                                                         \
+        v1 ^= v2;                                                                                  \
+        v2 = ROTL(v2, 32);                                                                         \
+    } while (0)
+
+static uint64_t load64le(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t siphash13(uint64_t k0, uint64_t k1, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
+    uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
+    const unsigned char *end = p + (len & ~(size_t)7);
+    for (; p != end; p += 8) {
+        uint64_t m = load64le(p);
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t b = (uint64_t)len << 56;
+    for (size_t i = 0; i < (len & 7); i++)
+        b |= (uint64_t)p[i] << (8 * i);
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* ---- One stripe's table (the caller holds the stripe's mutex) -------------------------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The slot holding key, or (found = false) the empty slot where it would go. */
+static size_t find(const stripe_t *st, uint64_t h, const char *key, size_t len, bool *found)
+{
+    size_t i = (size_t)h & st->mask;
+    for (;;) {
+        const entry_t *e = &st->slots[i];
+        if (e->hash == 0) {
+            *found = false;
+            return i;
+        }
+        if (e->hash == h && e->keylen == len && memcmp(e->key, key, len) == 0) {
+            *found = true;
+            return i;
+        }
+        i = (i + 1) & st->mask;
+    }
+}
+
+/* Empties slot i, shifting later entries of its probe run back so lookups need no
+ * tombstones: an entry moves into the hole unless its home slot lies cyclically in (i, j]. */
+static void delete_at(embedded_store_t *s, stripe_t *st, size_t i)
+{
+    s->alloc.free(s->alloc.ud, st->slots[i].key);
+    st->count--;
+    atomic_fetch_sub_explicit(&s->live, 1, memory_order_relaxed);
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & st->mask;
+        entry_t *e = &st->slots[j];
+        if (e->hash == 0)
+            break;
+        size_t home = (size_t)e->hash & st->mask;
+        bool stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            st->slots[i] = *e;
+            i = j;
+        }
+    }
+    st->slots[i].hash = 0;
+    st->slots[i].key = NULL;
+}
+
+/* Deletes expired entries from the cursor on: full = true walks the whole table, otherwise
+ * at most SWEEP_STEPS slots are examined or freed (bounded work on the request path). */
+static void sweep(embedded_store_t *s, stripe_t *st, int64_t now, bool full)
+{
+    if (st->slots == NULL || st->count == 0)
+        return;
+    size_t advances = full ? st->mask + 1 : SWEEP_STEPS;
+    size_t budget = full ? SIZE_MAX : SWEEP_STEPS;
+    /* A deletion may shift the next entry into the slot just examined, so the cursor stays
+     * put after one; each step either advances or frees an entry, so this terminates. */
+    while (advances > 0 && budget-- > 0 && st->count > 0) {
+        entry_t *e = &st->slots[st->cursor];
+        if (e->hash != 0 && e->expires_ms <= now) {
+            delete_at(s, st, st->cursor);
+        } else {
+            st->cursor = (st->cursor + 1) & st->mask;
+            advances--;
+        }
+    }
+}
+
+/* Doubles the table (or creates it). Returns 0 or CX_ENOMEM (the old table stays). */
+static int grow(embedded_store_t *s, stripe_t *st)
+{
+    size_t cap = st->slots ? (st->mask + 1) * 2 : INITIAL_CAP;
+    if (cap > SIZE_MAX / sizeof(entry_t))
+        return CX_ENOMEM;
+    entry_t *slots = s->alloc.alloc(s->alloc.ud, cap * sizeof(entry_t));
+    if (slots == NULL)
+        return CX_ENOMEM;
+    memset(slots, 0, cap * sizeof(entry_t));
+    size_t mask = cap - 1;
+    if (st->slots) {
+        for (size_t i = 0; i <= st->mask; i++) {
+            if (st->slots[i].hash == 0)
+                continue;
+            size_t j = (size_t)st->slots[i].hash & mask;
+            while (slots[j].hash != 0)
+                j = (j + 1) & mask;
+            slots[j] = st->slots[i];
+        }
+        s->alloc.free(s->alloc.ud, st->slots);
+    }
+    st->slots = slots;
+    st->mask = mask;
+    st->cursor = 0;
+    return 0;
+}
+
+static bool live_reserve(embedded_store_t *s)
+{
+    size_t n = atomic_fetch_add_explicit(&s->live, 1, memory_order_relaxed);
+    if (n < s->max_keys)
+        return true;
+    atomic_fetch_sub_explicit(&s->live, 1, memory_order_relaxed);
+    return false;
+}
+
+/* Inserts key as a new processing entry. Returns 0, CX_ENOMEM or CX_ENOSPC. */
+static int insert(embedded_store_t *s, stripe_t *st, uint64_t h, const cx_dedupe_item_t *it,
+                  size_t len, int64_t now, int64_t expires)
+{
+    if (!live_reserve(s)) {
+        /* At the limit: expired entries of this stripe may free room; if not, the caller
+         * sweeps the other stripes (never locked from here: one lock at a time). */
+        sweep(s, st, now, true);
+        if (!live_reserve(s))
+            return CX_ENOSPC;
+    }
+    bool found = false;
+    size_t i = st->slots ? find(st, h, it->key, len, &found) : 0;
+    /* Load factor 3/4: sweep first, grow only when expired entries do not make room. */
+    if (st->slots == NULL || (st->count + 1) * 4 > (st->mask + 1) * 3) {
+        if (st->slots)
+            sweep(s, st, now, true);
+        if (st->slots == NULL || (st->count + 1) * 4 > (st->mask + 1) * 3) {
+            if (grow(s, st) != 0)
+                goto fail;
+        }
+        i = find(st, h, it->key, len, &found);
+    }
+    char *copy = s->alloc.alloc(s->alloc.ud, len + 1);
+    if (copy == NULL)
+        goto fail;
+    memcpy(copy, it->key, len + 1);
+    entry_t *e = &st->slots[i];
+    e->hash = h;
+    e->key = copy;
+    e->keylen = (uint32_t)len;
+    e->state = E_PROCESSING;
+    e->expires_ms = expires;
+    memcpy(e->token, it->token, CX__DEDUPE_TOKEN_LEN);
+    st->count++;
+    return 0;
+fail:
+    atomic_fetch_sub_explicit(&s->live, 1, memory_order_relaxed);
+    return CX_ENOMEM;
+}
+
+/* ---- The store operations --------------------------------------------------------------- */
+
+static uint64_t hash_of(const embedded_store_t *s, const char *key, size_t len)
+{
+    uint64_t h = siphash13(s->k0, s->k1, key, len);
+    return h ? h : 1;
+}
+
+static stripe_t *stripe_of(embedded_store_t *s, uint64_t h)
+{
+    /* Top bits pick the stripe, low bits the slot: the two stay independent. */
+    return &s->stripes[h >> (64 - STRIPE_BITS)].s;
+}
+
+/* Deletes items[i]'s entry if it still holds items[i]'s claim; used by release and to undo
+ * a claim that failed halfway. Returns 0, or CX_ETIMEOUT when another claim holds it. */
+static int release_one(embedded_store_t *s, const cx_dedupe_item_t *it, size_t len, int64_t now)
+{
+    uint64_t h = hash_of(s, it->key, len);
+    stripe_t *st = stripe_of(s, h);
+    int rc = 0;
+    pthread_mutex_lock(&st->mu);
+    bool found = false;
+    size_t i = st->slots ? find(st, h, it->key, len, &found) : 0;
+    if (found) {
+        entry_t *e = &st->slots[i];
+        bool mine = memcmp(e->token, it->token, CX__DEDUPE_TOKEN_LEN) == 0;
+        if (e->expires_ms <= now || (mine && e->state == E_PROCESSING))
+            delete_at(s, st, i); /* expired counts as released */
+        else
+            rc = CX_ETIMEOUT;
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* Sweeps every stripe, one lock at a time (the store reached max_keys). */
+static void sweep_all(embedded_store_t *s, int64_t now)
+{
+    for (size_t k = 0; k < STRIPES; k++) {
+        stripe_t *st = &s->stripes[k].s;
+        pthread_mutex_lock(&st->mu);
+        sweep(s, st, now, true);
+        pthread_mutex_unlock(&st->mu);
+    }
+}
+
+static int embedded_claim(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size_t n,
+                          uint32_t processing_ttl_ms, cx_error_t *err)
+{
+    embedded_store_t *s = (embedded_store_t *)base;
+    int rc = cx__dedupe_check_claim(items, n, processing_ttl_ms, NULL, err);
+    if (rc != 0)
+        return rc;
+    rc = cx__dedupe_new_tokens(items, n, err);
+    if (rc != 0)
+        return rc;
+    int64_t now = now_ms();
+    int64_t expires = now + processing_ttl_ms;
+    size_t i;
+    bool swept_all = false;
+    for (i = 0; i < n; i++) {
+        cx_dedupe_item_t *it = &items[i];
+        size_t len = strlen(it->key); /* bounded by cx__dedupe_check_claim */
+        uint64_t h = hash_of(s, it->key, len);
+        stripe_t *st = stripe_of(s, h);
+    again:
+        pthread_mutex_lock(&st->mu);
+        bool found = false;
+        size_t slot = st->slots ? find(st, h, it->key, len, &found) : 0;
+        if (found) {
+            entry_t *e = &st->slots[slot];
+            if (e->expires_ms <= now) {
+                /* An expired claim (its process crashed or ran late) or an expired done:
+                 * the key is free again, the entry is reused in place. */
+                e->state = E_PROCESSING;
+                e->expires_ms = expires;
+                memcpy(e->token, it->token, CX__DEDUPE_TOKEN_LEN);
+                it->state = CX_CLAIM_OWNED;
+            } else {
+                it->state = e->state == E_DONE ? CX_CLAIM_DONE : CX_CLAIM_IN_PROGRESS;
+            }
+        } else {
+            rc = insert(s, st, h, it, len, now, expires);
+            it->state = CX_CLAIM_OWNED;
+        }
+        if (rc == 0)
+            sweep(s, st, now, false);
+        pthread_mutex_unlock(&st->mu);
+        if (rc == CX_ENOSPC && !swept_all) {
+            /* Expired keys in other stripes count against max_keys too: reclaim them once
+             * per call, then try this item again. */
+            swept_all = true;
+            rc = 0;
+            sweep_all(s, now);
+            goto again;
+        }
+        if (rc != 0)
+            break;
+        it->rc = 0;
+        if (it->state != CX_CLAIM_OWNED)
+            it->token[0] = '\0';
+    }
+    if (rc == 0)
+        return 0;
+    /* All or nothing: a caller told "failed" processes no item, so the keys this call
+     * claimed must not stay claimed until their TTL. */
+    for (size_t j = 0; j < i; j++) {
+        if (items[j].state == CX_CLAIM_OWNED)
+            (void)release_one(s, &items[j], strlen(items[j].key), now);
+    }
+    for (size_t j = 0; j < n; j++)
+        items[j].token[0] = '\0';
+    if (rc == CX_ENOSPC)
+        return cx_error_set(err, rc, NULL, "embedded dedupe store full (max_keys %zu)",
+                            s->max_keys);
+    return cx_error_set(err, rc, NULL, "embedded dedupe store: out of memory");
+}
+
+static int embedded_complete(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size_t n,
+                             cx_error_t *err)
+{
+    embedded_store_t *s = (embedded_store_t *)base;
+    int rc = cx__dedupe_check_batch(items, n, err);
+    if (rc != 0) {
+        if (items)
+            cx__dedupe_set_rc(items, n > CX_DEDUPE_BATCH_MAX ? 0 : n, rc);
+        return rc;
+    }
+    int64_t now = now_ms();
+    for (size_t i = 0; i < n; i++) {
+        cx_dedupe_item_t *it = &items[i];
+        size_t len;
+        if (cx__dedupe_check_owned(it, &len) != 0) {
+            it->rc = CX_EINVAL;
+            continue;
+        }
+        uint32_t ttl_s = it->done_ttl_s ? it->done_ttl_s : CX_DEDUPE_DEFAULT_DONE_TTL_S;
+        uint64_t h = hash_of(s, it->key, len);
+        stripe_t *st = stripe_of(s, h);
+        pthread_mutex_lock(&st->mu);
+        bool found = false;
+        size_t slot = st->slots ? find(st, h, it->key, len, &found) : 0;
+        int64_t done_expires = now + (int64_t)ttl_s * 1000;
+        entry_t *e = found ? &st->slots[slot] : NULL;
+        if (e && e->expires_ms <= now) {
+            /* The claim lapsed and nobody took the key: the handler ran, record it done so
+             * the redelivery is deduped (the same as an absent key below). */
+            e->state = E_DONE;
+            e->expires_ms = done_expires;
+            memcpy(e->token, it->token, CX__DEDUPE_TOKEN_LEN);
+            it->rc = 0;
+        } else if (e && memcmp(e->token, it->token, CX__DEDUPE_TOKEN_LEN) == 0) {
+            /* Still ours; done already means an earlier complete of this claim. */
+            if (e->state == E_PROCESSING) {
+                e->state = E_DONE;
+                e->expires_ms = done_expires;
+            }
+            it->rc = 0;
+        } else if (e) {
+            it->rc = CX_ETIMEOUT; /* another claim holds or completed the key */
+        } else {
+            it->rc = insert(s, st, h, it, len, now, done_expires);
+            if (it->rc == 0) {
+                size_t at = find(st, h, it->key, len, &found);
+                st->slots[at].state = E_DONE;
+            }
+        }
+        pthread_mutex_unlock(&st->mu);
+    }
+    return 0;
+}
+
+static int embedded_release(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size_t n,
+                            cx_error_t *err)
+{
+    embedded_store_t *s = (embedded_store_t *)base;
+    int rc = cx__dedupe_check_batch(items, n, err);
+    if (rc != 0) {
+        if (items)
+            cx__dedupe_set_rc(items, n > CX_DEDUPE_BATCH_MAX ? 0 : n, rc);
+        return rc;
+    }
+    int64_t now = now_ms();
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        if (cx__dedupe_check_owned(&items[i], &len) != 0)
+            items[i].rc = CX_EINVAL;
+        else
+            items[i].rc = release_one(s, &items[i], len, now);
+    }
+    return 0;
+}
+
+static int embedded_ping(cx_dedupe_store_t *base, cx_error_t *err)
+{
+    (void)base;
+    (void)err;
+    return 0;
+}
+
+static void embedded_destroy(cx_dedupe_store_t *base)
+{
+    embedded_store_t *s = (embedded_store_t *)base;
+    if (s == NULL)
+        return;
+    for (size_t k = 0; k < STRIPES; k++) {
+        stripe_t *st = &s->stripes[k].s;
+        if (st->slots) {
+            for (size_t i = 0; i <= st->mask; i++) {
+                if (st->slots[i].hash != 0)
+                    s->alloc.free(s->alloc.ud, st->slots[i].key);
+            }
+            s->alloc.free(s->alloc.ud, st->slots);
+        }
+        pthread_mutex_destroy(&st->mu);
+    }
+    cx_allocator_t a = s->alloc;
+    a.free(a.ud, s);
+}
+
+static const cx_dedupe_store_ops_t EMBEDDED_OPS = {
+    .claim = embedded_claim,
+    .complete = embedded_complete,
+    .release = embedded_release,
+    .ping = embedded_ping,
+    .destroy = embedded_destroy,
+};
+
+int cx_dedupe_store_embedded_ex(const char *environment, const cx_dedupe_embedded_options_t *opts,
+                                cx_dedupe_store_t **out, cx_error_t *err)
+{
+    if (out == NULL)
+        return cx_error_set(err, CX_EINVAL, "out", "out is NULL");
+    *out = NULL;
+    char prefix[96];
+    int rc = cx__dedupe_prefix(environment, prefix, err);
+    if (rc != 0)
+        return rc;
+    cx_allocator_t alloc = {malloc_cb, free_cb, NULL};
+    if (opts && opts->allocator) {
+        if (opts->allocator->alloc == NULL || opts->allocator->free == NULL)
+            return cx_error_set(err, CX_EINVAL, "allocator", "allocator lacks alloc or free");
+        alloc = *opts->allocator;
+    }
+    unsigned char seed[16];
+    if (RAND_bytes(seed, sizeof seed) != 1)
+        return cx_error_set(err, CX_ECRYPTO, NULL, "no random bytes for the hash key");
+    embedded_store_t *s = alloc.alloc(alloc.ud, sizeof *s);
+    if (s == NULL)
+        return cx_error_set(err, CX_ENOMEM, NULL, "embedded dedupe store: out of memory");
+    memset(s, 0, sizeof *s);
+    s->base.ops = &EMBEDDED_OPS;
+    memcpy(s->base.prefix, prefix, sizeof prefix);
+    s->alloc = alloc;
+    s->max_keys = opts && opts->max_keys ? opts->max_keys : DEFAULT_MAX_KEYS;
+    atomic_init(&s->live, 0);
+    s->k0 = load64le(seed);
+    s->k1 = load64le(seed + 8);
+    for (size_t k = 0; k < STRIPES; k++)
+        pthread_mutex_init(&s->stripes[k].s.mu, NULL);
+    *out = &s->base;
+    return 0;
+}
+
+int cx_dedupe_store_embedded(const char *environment, cx_dedupe_store_t **out, cx_error_t *err)
+{
+    return cx_dedupe_store_embedded_ex(environment, NULL, out, err);
+}

@@ -1,0 +1,161 @@
+/* In-process pipeline benchmark (no HTTP): prints figures, asserts nothing.
+ *
+ * Signed 10-item batches of the test connector with unique ids go through cx_runtime_handle
+ * (verify, parse, validate, tenant, dedupe key, claim, no-op handler, complete), from T threads,
+ * with the embedded store or a real redis-server (started on a free loopback port). Reports
+ * items/s and per-request p50/p99. See docs/benchmarks.md.
+ *
+ * usage: bench_pipeline embedded|redis [SECONDS] [THREADS] [log]
+ *        ("log" turns per-item logging on, into /dev/null)
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cx/runtime.h"
+#include "redis_server.h"
+#include "test_connector.h"
+
+#define BATCH 10
+#define MAX_SAMPLES (1 << 22)
+
+static cx_runtime_t *rt;
+static double seconds = 5;
+static atomic_long next_id;
+static atomic_long requests, items, errors;
+static float *samples;
+static atomic_long n_samples;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int noop(void *ud, const cx_item_t *item, cx_error_t *err)
+{
+    (void)ud;
+    (void)item;
+    (void)err;
+    return 0;
+}
+
+static void *worker(void *arg)
+{
+    (void)arg;
+    char body[2048], sig[80], out[8192];
+    cx_header_t h[1] = {{"X-Test-Signature", sig}};
+    double end = now() + seconds;
+    while (now() < end) {
+        long base = atomic_fetch_add(&next_id, BATCH);
+        int o = snprintf(body, sizeof body, "{\"account\":\"acc-1\",\"items\":[");
+        for (int i = 0; i < BATCH; i++)
+            o += snprintf(body + o, sizeof body - (size_t)o,
+                          "%s{\"id\":\"m%ld\",\"from\":\"+14155550123\",\"text\":\"hello\"}",
+                          i ? "," : "", base + i);
+        o += snprintf(body + o, sizeof body - (size_t)o, "]}");
+        cx_test_sign("bench-secret", body, (size_t)o, sig);
+        cx_request_t req = {"POST", "/webhook/test", "", h, 1, body, (size_t)o};
+        cx_buf_t b;
+        cx_buf_init_fixed(&b, out, sizeof out);
+        cx_response_t resp = {0, NULL, &b};
+        double t0 = now();
+        cx_runtime_handle(rt, "test", &req, &resp);
+        double dt = now() - t0;
+        if (resp.status != 200)
+            atomic_fetch_add(&errors, 1);
+        atomic_fetch_add(&requests, 1);
+        atomic_fetch_add(&items, BATCH);
+        long k = atomic_fetch_add(&n_samples, 1);
+        if (k < MAX_SAMPLES)
+            samples[k] = (float)(dt * 1e6);
+    }
+    return NULL;
+}
+
+static int cmpf(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "embedded";
+    seconds = argc > 2 ? atof(argv[2]) : 5;
+    int threads = argc > 3 ? atoi(argv[3]) : 2;
+    int logging = argc > 4 && strcmp(argv[4], "log") == 0;
+    char dir[] = "/tmp/cx-bench-XXXXXX";
+    if (!mkdtemp(dir))
+        return 1;
+    char path[256];
+    snprintf(path, sizeof path, "%s/test", dir);
+    mkdir(path, 0700);
+    snprintf(path, sizeof path, "%s/test/secret", dir);
+    FILE *f = fopen(path, "w");
+    fputs("bench-secret", f);
+    fclose(f);
+
+    cx_test_redis_t redis;
+    cx_dedupe_store_t *store = NULL;
+    cx_error_t err;
+    if (strcmp(mode, "redis") == 0) {
+        if (cx_test_redis_start(&redis, NULL) != 0) {
+            fprintf(stderr, "cannot start redis-server\n");
+            return 1;
+        }
+        cx_redis_options_t ro = {.host = "127.0.0.1", .port = redis.port,
+                                 .connect_timeout_ms = 1000, .command_timeout_ms = 1000,
+                                 .pool_size = threads};
+        if (cx_dedupe_store_redis("bench", &ro, &store, &err) != 0)
+            return 1;
+    }
+    int devnull = open("/dev/null", O_WRONLY);
+    cx_logger_t *log;
+    cx_logger_config_t lc = {.service = "bench", .level = logging ? CX_LOG_INFO : CX_LOG_WARN,
+                             .sink = cx_log_fd_sink, .sink_ud = &devnull};
+    cx_logger_new(&lc, &log);
+    static const unsigned char key[] = "bench-pseudonym-key";
+    cx_runtime_config_t cfg = {.environment = CX_ENV_DEVELOPMENT, .secrets_dir = dir,
+                               .dedupe = store, .logger = log, .pseudonym_key = key,
+                               .pseudonym_key_len = sizeof key - 1};
+    if (cx_runtime_create(&cfg, &rt, &err) != 0 ||
+        cx_runtime_add_connector(rt, cx_test_connector(), &err) != 0 ||
+        cx_runtime_add_account(rt, "test", "acc-1", "acme", &err) != 0 ||
+        cx_runtime_on(rt, "inbound_messages", noop, NULL, &err) != 0) {
+        fprintf(stderr, "setup: %s\n", err.message);
+        return 1;
+    }
+    samples = malloc(sizeof(float) * MAX_SAMPLES);
+    pthread_t tid[64];
+    double t0 = now();
+    for (int i = 0; i < threads; i++)
+        pthread_create(&tid[i], NULL, worker, NULL);
+    for (int i = 0; i < threads; i++)
+        pthread_join(tid[i], NULL);
+    double dt = now() - t0;
+    long ns = atomic_load(&n_samples);
+    if (ns > MAX_SAMPLES)
+        ns = MAX_SAMPLES;
+    qsort(samples, (size_t)ns, sizeof(float), cmpf);
+    printf("pipeline %-8s threads=%d logging=%s batch=%d: %.0f items/s, %.0f requests/s, "
+           "p50 %.1f us, p99 %.1f us per request, %ld non-200\n",
+           mode, threads, logging ? "on" : "off", BATCH, (double)atomic_load(&items) / dt,
+           (double)atomic_load(&requests) / dt, (double)samples[ns / 2],
+           (double)samples[(long)((double)ns * 0.99)], atomic_load(&errors));
+    cx_runtime_destroy(rt);
+    cx_dedupe_store_destroy(store);
+    cx_logger_free(log);
+    if (strcmp(mode, "redis") == 0)
+        cx_test_redis_destroy(&redis);
+    snprintf(path, sizeof path, "rm -rf %s", dir);
+    return system(path) == 0 ? 0 : 1;
+}
