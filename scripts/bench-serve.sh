@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Load benchmark of `cx serve`: prints figures, asserts nothing.
 #
-#   scripts/bench-serve.sh [-d SOAK_SECONDS] [-c CONNECTIONS] [-t WRK_THREADS] [-b BUILD_DIR]
+#   scripts/bench-serve.sh [-d SOAK_SECONDS] [-c CONNECTIONS] [-t WRK_THREADS] [-s SERVE_THREADS]
+#                          [-l LOG_LEVEL] [-b BUILD_DIR]
 #
 #   -d  soak duration in seconds (default 60; RSS is sampled at 10 s and at the end)
 #   -c  wrk connections (default 32)
 #   -t  wrk threads (default 1)
+#   -s  cx serve pool threads (config key "threads"; default 0 = one per core)
+#   -l  cx serve log level (default info: one line per item)
 #   -b  Release build directory (default build/bench; configured and built here)
 #
 # What runs, all on 127.0.0.1: a redis-server on a free port; `cx serve` (Release build) in
@@ -22,13 +25,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 
-soak=60 conns=32 threads=1 build="build/bench"
-while getopts "d:c:t:b:h" opt; do
+soak=60 conns=32 threads=1 serve_threads=0 level=info build="build/bench"
+while getopts "d:c:t:s:l:b:h" opt; do
   case "$opt" in
     d) soak="$OPTARG" ;; c) conns="$OPTARG" ;; t) threads="$OPTARG" ;; b) build="$OPTARG" ;;
-    h|*) sed -n '2,21p' "$0"; exit 2 ;;
+    s) serve_threads="$OPTARG" ;; l) level="$OPTARG" ;;
+    h|*) sed -n '2,24p' "$0"; exit 2 ;;
   esac
 done
+[[ "$serve_threads" =~ ^[0-9]+$ ]] || { echo "bench-serve: -s must be a number" >&2; exit 2; }
 for v in "$soak" "$conns" "$threads"; do
   [[ "$v" =~ ^[0-9]+$ && "$v" -gt 0 ]] || { echo "bench-serve: options must be positive integers" >&2; exit 2; }
 done
@@ -42,8 +47,12 @@ fi
 command -v redis-server >/dev/null || { echo "bench-serve: redis-server not found (scripts/deps.sh)" >&2; exit 2; }
 
 echo "bench-serve: building $build (Release)" >&2
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCX_BUILD_TESTS=ON >/dev/null
-cmake --build "$build" -j "$(nproc)" --target cx_cli cx_test_connector >/dev/null
+mkdir -p "$build"
+if ! { cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCX_BUILD_TESTS=ON &&
+       cmake --build "$build" -j "$(nproc)" --target cx_cli cx_test_connector; } >"$build/bench-build.log" 2>&1; then
+  tail -30 "$build/bench-build.log" >&2
+  exit 1
+fi
 cx="$root/$build/runtime/cx/cx"
 lib="$root/$build/tests/libcx_test_connector.so"
 
@@ -73,18 +82,19 @@ secret="bench-secret-$RANDOM$RANDOM"
 mkdir -p "$tmp/secrets/test" "$tmp/secrets/runtime"
 printf '%s\n' "$secret" >"$tmp/secrets/test/secret"
 printf '%s\n' "bench-pseudonym-key" >"$tmp/secrets/runtime/pseudonym_key"
-"$cx" serve --env production --listen 127.0.0.1:0 --secrets "$tmp/secrets" \
-  --redis "127.0.0.1:$redis_port" --connector-lib "$lib" --account test:bench=acme \
-  --log-level info 2>"$tmp/serve.log" &
+printf '{"threads": %d, "limits": {"max_connections": 4096}}\n' "$serve_threads" >"$tmp/serve.json"
+port="$(free_port)"
+"$cx" serve --config "$tmp/serve.json" --env production --listen "127.0.0.1:$port" \
+  --secrets "$tmp/secrets" --redis "127.0.0.1:$redis_port" --connector-lib "$lib" \
+  --account test:bench=acme --log-level "$level" 2>"$tmp/serve.log" &
 cx_pid=$!
-port=""
+up=""
 for _ in $(seq 200); do
-  port="$(grep -m1 '"msg":"listening"' "$tmp/serve.log" 2>/dev/null | sed -E 's/.*"port":([0-9]+).*/\1/' || true)"
-  [ -n "$port" ] && break
+  curl -sf "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && { up=1; break; }
   kill -0 "$cx_pid" 2>/dev/null || { echo "bench-serve: cx serve exited:" >&2; tail -3 "$tmp/serve.log" >&2; exit 1; }
   sleep 0.05
 done
-[ -n "$port" ] || { echo "bench-serve: cx serve did not start" >&2; exit 1; }
+[ -n "$up" ] || { echo "bench-serve: cx serve did not start" >&2; exit 1; }
 
 cat >"$tmp/batch.lua" <<'LUA'
 -- Signed 10-item batches of the test connector; ids are <nonce>-<thread>-<seq>-<i>, never reused.
@@ -144,7 +154,7 @@ processed() {
 }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$cx_pid/status"; }
 
-echo "bench-serve: ${soak}s soak, $conns connections, $threads wrk threads, cx serve pid $cx_pid" >&2
+echo "bench-serve: ${soak}s soak, $conns connections, $threads wrk threads, serve threads $serve_threads (0 = cores: $(nproc)), log level $level" >&2
 p0="$(processed)"
 (sleep 10; rss_kib >"$tmp/rss10") &
 sampler=$!

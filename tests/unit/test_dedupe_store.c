@@ -888,29 +888,6 @@ static void test_redis_more_threads_than_pooled_connections(void **state)
     cx_dedupe_store_destroy(s);
 }
 
-static void test_redis_batch_latency(void **state)
-{
-    fx_t *f = *state;
-    enum { ROUNDS = 2000 };
-    char names[10][32];
-    cx_dedupe_item_t it[10];
-    double t0 = mono_s();
-    for (int r = 0; r < ROUNDS; r++) {
-        memset(it, 0, sizeof it);
-        for (int j = 0; j < 10; j++) {
-            snprintf(names[j], sizeof names[j], "lat:%d:%d", r, j);
-            it[j].key = names[j];
-            it[j].done_ttl_s = 60;
-        }
-        assert_int_equal(claim(f, it, 10, 30000), 0);
-        assert_int_equal(complete(f, it, 10), 0);
-    }
-    double us = (mono_s() - t0) * 1e6 / ROUNDS;
-    print_message("redis: 10-item claim + complete = %.1f us per batch (%.2f us per item), "
-                  "one connection, loopback\n",
-                  us, us / 10);
-}
-
 /* The headline: 3 processes x 8 threads claim the same 1,000 keys at once, 10 rounds. Each
  * process logs its events to its own file; the counting happens here, outside them. */
 typedef struct counts_s {
@@ -1210,51 +1187,6 @@ static void test_embedded_expired_keys_make_room_again(void **state)
     cx_dedupe_store_destroy(s);
 }
 
-static void test_embedded_batch_speed(void **state)
-{
-    (void)state;
-    enum { BATCHES = 50000, N = BATCHES * 10 };
-    char(*names)[40] = malloc(sizeof(*names) * N);
-    assert_non_null(names);
-    double best = 1e9;
-    for (int rep = 0; rep < 3; rep++) {
-        cx_dedupe_store_t *s = NULL;
-        cx_error_t err;
-        cx_error_clear(&err);
-        assert_int_equal(cx_dedupe_store_embedded("dev", &s, &err), 0);
-        for (int i = 0; i < N; i++)
-            snprintf(names[i], sizeof names[i], "dm:whatsapp:106540352:msg:%d", i);
-        cx_dedupe_item_t it[10];
-        int bad = 0;
-        double t0 = mono_s();
-        for (int b = 0; b < BATCHES; b++) {
-            memset(it, 0, sizeof it);
-            for (int j = 0; j < 10; j++) {
-                it[j].key = names[b * 10 + j];
-                it[j].done_ttl_s = 60;
-            }
-            bad |= s->ops->claim(s, it, 10, 30000, &err);
-            bad |= s->ops->complete(s, it, 10, &err);
-        }
-        double ns = (mono_s() - t0) * 1e9 / N;
-        best = ns < best ? ns : best;
-        assert_int_equal(bad, 0);
-        cx_dedupe_store_destroy(s);
-    }
-    free(names);
-    print_message("embedded: 10-item claim + complete = %.0f ns per item "
-                  "(best of 3, %d new keys each, one thread)\n",
-                  best, N);
-    /* The budget is 2 us per item in an optimised build (measured: about 0.5 us). Unoptimised
-     * builds only guard against a complexity regression; sanitiser builds are not timed. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#elif !defined(__OPTIMIZE__)
-    assert_true(best < 10000);
-#else
-    assert_true(best < 2000);
-#endif
-}
-
 /* ---- Runner ------------------------------------------------------------------------------- */
 
 #define SHARED_TESTS(setup)                                                                        \
@@ -1297,7 +1229,6 @@ int main(void)
         cmocka_unit_test(test_embedded_failing_allocator_gives_enomem_and_no_leak),
         cmocka_unit_test(test_embedded_max_keys_gives_enospc_and_claims_nothing),
         cmocka_unit_test(test_embedded_expired_keys_make_room_again),
-        cmocka_unit_test(test_embedded_batch_speed),
     };
     int failed = cmocka_run_group_tests_name("dedupe_store_embedded", embedded, NULL, NULL);
 #ifndef CX_WITH_REDIS
@@ -1319,7 +1250,6 @@ int main(void)
                                         setup_redis, teardown_store),
         cmocka_unit_test_setup_teardown(test_redis_more_threads_than_pooled_connections,
                                         setup_redis, teardown_store),
-        cmocka_unit_test_setup_teardown(test_redis_batch_latency, setup_redis, teardown_store),
         cmocka_unit_test_setup_teardown(
             test_redis_stopped_between_claim_and_complete_is_unavailable_then_recovers, setup_redis,
             teardown_store),
