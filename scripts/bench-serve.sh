@@ -165,7 +165,11 @@ wait "$sampler" || true
 p1="$(processed)"
 
 rps="$(awk '/^Requests\/sec:/ {print $2}' "$tmp/wrk.out")"
-dur="$(awk '/requests in/ {for (i = 1; i <= NF; i++) if ($i == "in") {gsub(/[s,]/, "", $(i+1)); print $(i+1)}}' "$tmp/wrk.out")"
+# "87653 requests in 1.00m, 25.1MB read": the duration in seconds, whatever wrk's unit.
+dur="$(awk '/requests in/ {for (i = 1; i <= NF; i++) if ($i == "in") {v = $(i+1); sub(/,$/, "", v);
+  if (v ~ /ms$/) {sub(/ms$/, "", v); v /= 1000} else if (v ~ /us$/) {sub(/us$/, "", v); v /= 1e6}
+  else if (v ~ /m$/) {sub(/m$/, "", v); v *= 60} else if (v ~ /h$/) {sub(/h$/, "", v); v *= 3600}
+  else sub(/s$/, "", v); print v}}' "$tmp/wrk.out")"
 p50="$(awk '/^ +50%/ {print $2}' "$tmp/wrk.out")"
 p99="$(awk '/^ +99%/ {print $2}' "$tmp/wrk.out")"
 non2xx="$(awk '/Non-2xx/ {print $NF}' "$tmp/wrk.out")"

@@ -8,7 +8,7 @@ PACKAGES=(
   protobuf-compiler libprotobuf-dev protobuf-c-compiler libprotobuf-c-dev nanopb libnanopb-dev
   python3 python3-jinja2 python3-protobuf
   libcmocka-dev libjansson-dev libhiredis-dev libmicrohttpd-dev libcurl4-openssl-dev libssl-dev
-  redis-server clang valgrind
+  redis-server clang libclang-rt-14-dev valgrind
 )
 
 missing=()

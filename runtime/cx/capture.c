@@ -79,10 +79,12 @@ int cx_capture_load(const char *path, cx_capture_t *c, char *why, size_t cap)
     }
     const char *key;
     json_t *v;
-    json_object_foreach(root, key, v) {
+    json_object_foreach(root, key, v)
+    {
         if (strcmp(key, "method") && strcmp(key, "path") && strcmp(key, "headers") &&
             strcmp(key, "body_file")) {
-            snprintf(why, cap, "%s: unknown key '%.64s' (expected method, path, headers, body_file)",
+            snprintf(why, cap,
+                     "%s: unknown key '%.64s' (expected method, path, headers, body_file)",
                      req_path, key);
             goto fail;
         }
@@ -124,7 +126,8 @@ int cx_capture_load(const char *path, cx_capture_t *c, char *why, size_t cap)
             c->connector[n] = '\0';
         }
     }
-    json_object_foreach(headers, key, v) {
+    json_object_foreach(headers, key, v)
+    {
         if (!json_is_string(v)) {
             snprintf(why, cap, "%s: header '%.64s' must be a string", req_path, key);
             goto fail;
@@ -196,10 +199,12 @@ int cx_capture_accounts(const cx_capture_t *c,
     json_t *accounts, *tenant;
     if (!json_is_object(root))
         goto bad;
-    json_object_foreach(root, conn, accounts) {
+    json_object_foreach(root, conn, accounts)
+    {
         if (!json_is_object(accounts))
             goto bad;
-        json_object_foreach(accounts, acc, tenant) {
+        json_object_foreach(accounts, acc, tenant)
+        {
             if (!json_is_string(tenant))
                 goto bad;
             if (add(ud, conn, acc, json_string_value(tenant)) != 0) {

@@ -21,14 +21,14 @@
 #define CX_CAPTURE_MAX_HEADERS 128
 
 typedef struct cx_capture_s {
-    char dir[4096];       /* the case directory */
-    char *method;         /* "POST" */
-    char *path;           /* "/webhook/test", without the query */
-    char *query;          /* "x=y" or "" */
-    char connector[128];  /* from /webhook/<connector>, "" otherwise */
+    char dir[4096];      /* the case directory */
+    char *method;        /* "POST" */
+    char *path;          /* "/webhook/test", without the query */
+    char *query;         /* "x=y" or "" */
+    char connector[128]; /* from /webhook/<connector>, "" otherwise */
     cx_header_t headers[CX_CAPTURE_MAX_HEADERS];
-    size_t n_headers;     /* names and values are malloc'd */
-    char *body;           /* malloc'd, NUL-terminated */
+    size_t n_headers; /* names and values are malloc'd */
+    char *body;       /* malloc'd, NUL-terminated */
     size_t body_len;
 } cx_capture_t;
 

@@ -16,11 +16,12 @@
 /* Exit codes (docs/cx.md), the BSD sysexits values where one applies. */
 enum {
     CX_EXIT_OK = 0,
-    CX_EXIT_INVALID = 1,      /* input invalid, validation failed */
-    CX_EXIT_USAGE = 2,        /* bad arguments */
-    CX_EXIT_UNAVAILABLE = 69, /* a service (Redis, the gateway, the listen address) is unavailable */
-    CX_EXIT_INTERNAL = 70,    /* a bug or an unexpected failure (out of memory) */
-    CX_EXIT_CONFIG = 78       /* configuration invalid or incomplete */
+    CX_EXIT_INVALID = 1, /* input invalid, validation failed */
+    CX_EXIT_USAGE = 2,   /* bad arguments */
+    CX_EXIT_UNAVAILABLE =
+        69,                /* a service (Redis, the gateway, the listen address) is unavailable */
+    CX_EXIT_INTERNAL = 70, /* a bug or an unexpected failure (out of memory) */
+    CX_EXIT_CONFIG = 78    /* configuration invalid or incomplete */
 };
 
 int cx_cmd_serve(int argc, char **argv);

@@ -154,11 +154,11 @@ static int bad(const file_ctx_t *fc, const char *key, const char *what)
 static int get_uint(const file_ctx_t *fc, const char *key, json_t *v, uint64_t min, uint64_t max,
                     uint64_t *out)
 {
-    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-        (uint64_t)json_integer_value(v) < min || (uint64_t)json_integer_value(v) > max) {
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) < min ||
+        (uint64_t)json_integer_value(v) > max) {
         char what[96];
-        snprintf(what, sizeof what, "must be an integer from %llu to %llu",
-                 (unsigned long long)min, (unsigned long long)max);
+        snprintf(what, sizeof what, "must be an integer from %llu to %llu", (unsigned long long)min,
+                 (unsigned long long)max);
         return bad(fc, key, what);
     }
     *out = (uint64_t)json_integer_value(v);
@@ -211,7 +211,8 @@ static int file_redis(cx_serve_config_t *cfg, const file_ctx_t *fc, json_t *r)
     int rc;
     snprintf(cfg->redis_host, sizeof cfg->redis_host, "127.0.0.1");
     cfg->redis_port = 6379;
-    json_object_foreach(r, key, v) {
+    json_object_foreach(r, key, v)
+    {
         if (strcmp(key, "host") == 0) {
             if ((rc = get_string(fc, "redis.host", v, &s)) != 0)
                 return rc;
@@ -250,7 +251,8 @@ static int file_limits(cx_serve_config_t *cfg, const file_ctx_t *fc, json_t *l)
     json_t *v;
     uint64_t u;
     int rc;
-    json_object_foreach(l, key, v) {
+    json_object_foreach(l, key, v)
+    {
         if (strcmp(key, "max_connections") == 0) {
             if ((rc = get_uint(fc, "limits.max_connections", v, 1, 1000000, &u)) != 0)
                 return rc;
@@ -279,13 +281,17 @@ static int file_limits(cx_serve_config_t *cfg, const file_ctx_t *fc, json_t *l)
 static int file_accounts(cx_serve_config_t *cfg, const file_ctx_t *fc, json_t *a)
 {
     if (!json_is_object(a))
-        return bad(fc, "accounts", "must be {\"<connector>\": {\"<account_id>\": \"<tenant_id>\"}}");
+        return bad(fc, "accounts",
+                   "must be {\"<connector>\": {\"<account_id>\": \"<tenant_id>\"}}");
     const char *conn, *acc;
     json_t *m, *t;
-    json_object_foreach(a, conn, m) {
+    json_object_foreach(a, conn, m)
+    {
         if (!json_is_object(m))
-            return bad(fc, "accounts", "must be {\"<connector>\": {\"<account_id>\": \"<tenant_id>\"}}");
-        json_object_foreach(m, acc, t) {
+            return bad(fc, "accounts",
+                       "must be {\"<connector>\": {\"<account_id>\": \"<tenant_id>\"}}");
+        json_object_foreach(m, acc, t)
+        {
             if (!json_is_string(t) || json_string_length(t) == 0 || !*acc || !*conn)
                 return bad(fc, "accounts", "maps non-empty account ids to non-empty tenant ids");
             if (cx_serve_config_add_account(cfg, conn, acc, json_string_value(t)) != 0)
@@ -326,7 +332,8 @@ static int load_file(cx_serve_config_t *cfg, const char *path)
     json_t *v;
     const char *s;
     uint64_t u;
-    json_object_foreach(root, key, v) {
+    json_object_foreach(root, key, v)
+    {
         if (strcmp(key, "environment") == 0) {
             if ((rc = get_string(&fc, key, v, &s)) != 0)
                 goto done;
@@ -382,7 +389,8 @@ static int load_file(cx_serve_config_t *cfg, const char *path)
                 rc = bad(&fc, key, "must be an array of paths");
                 goto done;
             }
-            json_array_foreach(v, i, p) {
+            json_array_foreach(v, i, p)
+            {
                 if ((rc = get_string(&fc, key, p, &s)) != 0)
                     goto done;
                 if (add_lib(cfg, resolve(fc.base_dir, s)) != 0) {

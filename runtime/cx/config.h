@@ -25,12 +25,12 @@ typedef struct cx_serve_config_s {
     cx_environment_t environment;
     char listen_host[256];
     int listen_port;
-    char *secrets_dir;               /* NULL = none */
+    char *secrets_dir; /* NULL = none */
     int have_redis;
     char redis_host[256];
     int redis_port;
-    char *redis_password_file;       /* NULL = no AUTH */
-    int redis_pool_size;             /* 0 = threads + 2 */
+    char *redis_password_file; /* NULL = no AUTH */
+    int redis_pool_size;       /* 0 = threads + 2 */
     size_t max_body_bytes;
     uint32_t processing_ttl_ms;
     uint32_t handler_deadline_ms;
@@ -44,7 +44,7 @@ typedef struct cx_serve_config_s {
     unsigned connection_timeout_s;
     size_t max_header_bytes;
     int expose_unauthenticated;
-    unsigned threads;                /* 0 = the number of online cores */
+    unsigned threads; /* 0 = the number of online cores */
     unsigned drain_timeout_s;
     /* Test-only (hidden flags): slow the default handler; log every processed key. */
     uint32_t test_handler_delay_ms;

@@ -62,8 +62,9 @@ int cx_connectors_load(cx_connector_set_t *set, const char *path, char *why, siz
     memcpy(&entry, &sym, sizeof entry);
     const cx_connector_t *c = entry();
     if (c != NULL && (c->abi_version != CX_CONNECTOR_ABI || c->struct_size != sizeof *c)) {
-        snprintf(why, cap, "%s: built against connector ABI %u (struct size %u); this cx has ABI %d",
-                 path, (unsigned)c->abi_version, (unsigned)c->struct_size, CX_CONNECTOR_ABI);
+        snprintf(why, cap,
+                 "%s: built against connector ABI %u (struct size %u); this cx has ABI %d", path,
+                 (unsigned)c->abi_version, (unsigned)c->struct_size, CX_CONNECTOR_ABI);
         dlclose(h);
         return -1;
     }

@@ -37,8 +37,8 @@ struct cx_gw_s {
     int port;
     atomic_int draining;
     atomic_size_t in_flight;
-    cx_counter_t *requests;    /* http_requests_total{route,method,status} */
-    cx_histogram_t *latency;   /* http_request_latency_ms{route} */
+    cx_counter_t *requests;  /* http_requests_total{route,method,status} */
+    cx_histogram_t *latency; /* http_request_latency_ms{route} */
 };
 
 typedef struct conn_state_s {
@@ -47,10 +47,10 @@ typedef struct conn_state_s {
     const char *method_label;
     double t0;
     cx_buf_t body;
-    size_t dropped;             /* body bytes read and dropped past the limit */
+    size_t dropped; /* body bytes read and dropped past the limit */
     int too_large;
-    int reject;                 /* 404 or 405, answered once the (dropped) body is read */
-    int responded;              /* a response was queued before the body was read */
+    int reject;    /* 404 or 405, answered once the (dropped) body is read */
+    int responded; /* a response was queued before the body was read */
 } conn_state_t;
 
 /* ---- Small helpers -------------------------------------------------------------------------- */
@@ -82,8 +82,8 @@ static const cx_gw_route_t *find_route(const cx_gw_t *gw, const char *url, unsig
     for (size_t i = 0; i < gw->cfg.n_routes; i++) {
         const cx_gw_route_t *r = &gw->cfg.routes[i];
         size_t n = strlen(r->path);
-        int match = r->prefix ? strncmp(url, r->path, n) == 0 && url[n] != '\0'
-                              : strcmp(url, r->path) == 0;
+        int match =
+            r->prefix ? strncmp(url, r->path, n) == 0 && url[n] != '\0' : strcmp(url, r->path) == 0;
         if (!match)
             continue;
         *path_known = 1;
@@ -130,7 +130,8 @@ static size_t drop_limit(const cx_gw_t *gw)
     return gw->cfg.max_body_bytes > (1u << 20) ? gw->cfg.max_body_bytes : 1u << 20;
 }
 
-/* ---- Request/response ------------------------------------------------------------------------- */
+/* ---- Request/response -------------------------------------------------------------------------
+ */
 
 typedef struct {
     cx_header_t *items;
@@ -189,9 +190,8 @@ static enum MHD_Result send_response(cx_gw_t *gw, struct MHD_Connection *conn, c
         status = 500;
         cx_gw_error(resp, 500, "INTERNAL", "response too large");
     }
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(resp->body->len, resp->body->data ? resp->body->data : "",
-                                        MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        resp->body->len, resp->body->data ? resp->body->data : "", MHD_RESPMEM_MUST_COPY);
     if (r == NULL)
         return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
@@ -287,8 +287,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         cx_buf_init(&st->body, st->route ? gw->cfg.max_body_bytes : 0);
         if (st->route == NULL)
             st->reject = known ? 405 : 404;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         uint64_t len;
         if (cl && cx_cli_parse_u64(cl, 0, UINT64_MAX, &len) == 0 && len > gw->cfg.max_body_bytes)
             return respond_error(gw, conn, st, 413, "TOO_LARGE", "request body too large");
@@ -379,8 +379,8 @@ int cx_gw_start(const cx_gw_config_t *cfg, cx_gw_t **out, char *why, size_t cap)
         free(gw);
         return -1;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     struct MHD_OptionItem ops[] = {

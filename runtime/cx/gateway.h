@@ -33,7 +33,7 @@ typedef struct cx_gw_request_s {
     const char *rest;           /* prefix routes: the path after the prefix; else "" */
     const cx_header_t *headers; /* every request header, as received */
     size_t n_headers;
-    const char *body;           /* the exact bytes received (NUL-terminated), "" when none */
+    const char *body; /* the exact bytes received (NUL-terminated), "" when none */
     size_t body_len;
 } cx_gw_request_t;
 
@@ -46,28 +46,28 @@ typedef struct cx_gw_response_s {
 typedef void (*cx_gw_handler_fn)(void *app, const cx_gw_request_t *req, cx_gw_response_t *resp);
 
 typedef struct cx_gw_route_s {
-    const char *name;   /* metrics label: a fixed word */
-    const char *path;   /* "/health", or a prefix ending in '/' ("/webhook/") */
-    int prefix;         /* 1: matches every path under `path` */
-    unsigned methods;   /* CX_GW_GET | CX_GW_POST */
+    const char *name; /* metrics label: a fixed word */
+    const char *path; /* "/health", or a prefix ending in '/' ("/webhook/") */
+    int prefix;       /* 1: matches every path under `path` */
+    unsigned methods; /* CX_GW_GET | CX_GW_POST */
     cx_gw_handler_fn fn;
 } cx_gw_route_t;
 
 typedef struct cx_gw_config_s {
-    const char *host;             /* numeric address or name */
-    int port;                     /* 0 = any free port (see cx_gw_port) */
-    unsigned threads;             /* pool threads; 0 = online cores */
+    const char *host; /* numeric address or name */
+    int port;         /* 0 = any free port (see cx_gw_port) */
+    unsigned threads; /* pool threads; 0 = online cores */
     unsigned max_connections;
     unsigned max_connections_per_ip; /* 0 = none */
     unsigned connection_timeout_s;
-    size_t max_header_bytes;      /* per-connection memory (headers + read buffer) */
+    size_t max_header_bytes; /* per-connection memory (headers + read buffer) */
     size_t max_body_bytes;
-    size_t max_response_bytes;    /* 0 = 16 MiB */
-    const cx_gw_route_t *routes;  /* borrowed, must outlive the gateway */
+    size_t max_response_bytes;   /* 0 = 16 MiB */
+    const cx_gw_route_t *routes; /* borrowed, must outlive the gateway */
     size_t n_routes;
-    void *app;                    /* passed to handlers */
-    cx_logger_t *log;             /* borrowed */
-    cx_metrics_t *metrics;        /* borrowed */
+    void *app;             /* passed to handlers */
+    cx_logger_t *log;      /* borrowed */
+    cx_metrics_t *metrics; /* borrowed */
 } cx_gw_config_t;
 
 typedef struct cx_gw_s cx_gw_t;

@@ -32,7 +32,7 @@ typedef struct {
     pthread_mutex_t mu;
     cx_buf_t events; /* the "events" array's elements, comma-separated */
     size_t n;
-    int failed;      /* an event could not be recorded */
+    int failed; /* an event could not be recorded */
 } capture_t;
 
 static int record(void *ud, const cx_item_t *item, cx_error_t *err)
@@ -230,8 +230,8 @@ int cx_cmd_parse(int argc, char **argv)
         rc = cx_runtime_add_connector(rt, c, &err);
     for (size_t i = 0; rc == 0 && i < accounts.n_accounts; i++)
         rc = cx_runtime_add_account(rt, accounts.accounts[i].connector,
-                                    accounts.accounts[i].account_id,
-                                    accounts.accounts[i].tenant_id, &err);
+                                    accounts.accounts[i].account_id, accounts.accounts[i].tenant_id,
+                                    &err);
     if (rc == 0)
         rc = cx_runtime_on(rt, "*", record, &cap, &err);
     if (rc != 0) {

@@ -94,7 +94,8 @@ static long find_cases(case_list_t *l, const char *path, int depth)
     return found;
 }
 
-/* ---- Transfers --------------------------------------------------------------------------------- */
+/* ---- Transfers ---------------------------------------------------------------------------------
+ */
 
 typedef struct {
     cx_capture_t cap;
@@ -281,7 +282,8 @@ static void print_summary(const stats_t *st, double secs, int json)
     printf("latency ms  p50 %.3f, p99 %.3f, max %.3f\n", p50, p99, max);
 }
 
-/* ---- The command ------------------------------------------------------------------------------ */
+/* ---- The command ------------------------------------------------------------------------------
+ */
 
 int cx_cmd_replay(int argc, char **argv)
 {

@@ -28,7 +28,7 @@ static void on_webhook(void *ud, const cx_gw_request_t *req, cx_gw_response_t *r
         cx_gw_error(resp, 404, "NOT_FOUND", "no such connector");
         return;
     }
-    cx_request_t r = {req->method, req->path,  req->query,   req->headers,
+    cx_request_t r = {req->method,    req->path, req->query,   req->headers,
                       req->n_headers, req->body, req->body_len};
     cx_response_t out = {0, NULL, resp->body};
     if (cx_runtime_handle(app->rt, req->rest, &r, &out) != 0 || out.status == 0) {

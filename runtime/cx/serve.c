@@ -207,8 +207,8 @@ int cx_cmd_serve(int argc, char **argv)
                                  .port = cfg.redis_port,
                                  .password = pw,
                                  .pool_size = cfg.redis_pool_size ? cfg.redis_pool_size
-                                              : threads + 2 > 8 ? (int)threads + 2
-                                                                : 8};
+                                              : threads + 2 > 8   ? (int)threads + 2
+                                                                  : 8};
         rc = cx_dedupe_store_redis(cx_environment_name(cfg.environment), &ro, &store, &err);
         if (pw) {
             memset(pw, 0, strlen(pw));

@@ -9,6 +9,7 @@
  *     gcc:   cx_fuzz_replay tests/fuzz/corpus   (replays files, see replay_main.c)
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,12 +31,35 @@ static uint8_t *pack_of(const ProtobufCMessage *m, size_t *len)
     return b;
 }
 
+/* The types this target decodes: every registered type, or with CX_FUZZ_DOMAIN ("messaging")
+ * those of one domain (one fuzz target per domain). */
+static const cx_msg_meta_t *const *fuzz_types(size_t *n)
+{
+#ifdef CX_FUZZ_DOMAIN
+    static const cx_msg_meta_t *picked[512];
+    static size_t n_picked;
+    if (n_picked == 0) {
+        size_t n_all;
+        const cx_msg_meta_t *const *all = cx_schema_all(&n_all);
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "cx.%s.v1.", CX_FUZZ_DOMAIN);
+        for (size_t i = 0; i < n_all && n_picked < 512; i++)
+            if (strncmp(all[i]->full_name, prefix, strlen(prefix)) == 0)
+                picked[n_picked++] = all[i];
+    }
+    *n = n_picked;
+    return picked;
+#else
+    return cx_schema_all(n);
+#endif
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
     size_t n_types;
-    const cx_msg_meta_t *const *all = cx_schema_all(&n_types);
+    const cx_msg_meta_t *const *all = fuzz_types(&n_types);
     if (n_types == 0)
         return 0;
     const cx_msg_meta_t *meta = all[data[0] % n_types];

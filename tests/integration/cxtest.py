@@ -161,7 +161,10 @@ class Redis:
 
 
 class Serve:
-    """`cx serve` on 127.0.0.1:0; stderr (the JSON logs) goes to a file."""
+    """`cx serve` on 127.0.0.1:0; stderr (the JSON logs) goes to a file.
+
+    The bound port is read from the "listening" log line, an info line: keep the log level at
+    info (the default) or below when the harness starts the process."""
 
     def __init__(self, workdir, args, env=None, wait=True, name="serve"):
         self.log_path = workdir.file(f"{name}-{time.monotonic_ns()}.log")

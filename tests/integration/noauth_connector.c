@@ -37,7 +37,8 @@ static const cx_connector_t CONNECTOR = {
 #if defined(__GNUC__)
 __attribute__((visibility("default")))
 #endif
-const cx_connector_t *cx_connector_entry(void);
+const cx_connector_t *
+cx_connector_entry(void);
 
 const cx_connector_t *cx_connector_entry(void)
 {

@@ -7,7 +7,8 @@
 #if defined(__GNUC__)
 __attribute__((visibility("default")))
 #endif
-const cx_connector_t *cx_connector_entry(void);
+const cx_connector_t *
+cx_connector_entry(void);
 
 const cx_connector_t *cx_connector_entry(void)
 {
