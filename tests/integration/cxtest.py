@@ -181,7 +181,11 @@ class Serve:
         self.port = None
         self.conn = None
         if wait:
-            self.wait_listening()
+            try:
+                self.wait_listening()
+            except BaseException:
+                self.stop()  # never leave a process behind when the test gives up on it
+                raise
 
     def log_lines(self):
         with open(self.log_path, "rb") as f:

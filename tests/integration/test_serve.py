@@ -342,6 +342,34 @@ def test_sigterm_drains_a_slow_request():
     s.stop()
 
 
+def test_drain_deadline_bounds_shutdown():
+    cfg = work.file("drain.json")
+    with open(cfg, "w") as f:
+        json.dump({"secrets_dir": "secrets", "drain_timeout_s": 1}, f)
+    s = Serve(work, ["--config", cfg, "--connector-lib", cxtest.TEST_LIB,
+                     "--account", "test:acc-1=acme", "--test-handler-delay-ms", "4000"],
+              name="deadline")
+    t = threading.Thread(target=lambda: _ignore(s.post_batch, batch("acc-1", ["stuck"]), SECRET))
+    t.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    s.signal(signal.SIGTERM)
+    rc = s.wait(10)
+    elapsed = time.monotonic() - t0
+    t.join(10)
+    assert rc == 70, (rc, s.log_text()[-1000:])
+    assert 0.9 < elapsed < 3, elapsed
+    assert '"outcome":"abandoned"' in s.log_text() and '"in_flight":1' in s.log_text()
+    s.stop()
+
+
+def _ignore(fn, *args):
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - the connection is cut on purpose
+        pass
+
+
 if __name__ == "__main__":
     cxtest.require_binaries(redis=True)
     setup()
@@ -364,6 +392,7 @@ if __name__ == "__main__":
             test_ready_follows_redis,
             test_unauthenticated_connector_hidden_in_production,
             test_sigterm_drains_a_slow_request,
+            test_drain_deadline_bounds_shutdown,
         ])
     finally:
         teardown()

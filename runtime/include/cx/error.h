@@ -50,8 +50,18 @@ extern "C" {
     X(ECONFIG, -22, config, "configuration invalid or incomplete")                               \
     X(EABI, -23, config, "connector built against an incompatible SDK ABI")                      \
     X(EIO, -24, infra, "input/output error")                                                     \
-    X(ENOT_IMPLEMENTED, -25, config, "capability not implemented by this connector")            \
-    X(EIN_PROGRESS, -26, infra, "another process is handling this item right now")
+    X(ENOT_IMPLEMENTED, -25, config, "capability not implemented by this connector")             \
+    X(EIN_PROGRESS, -26, infra, "another process is handling this item right now")               \
+    X(EIN_DOUBT, -27, provider, "the request may have reached the provider; outcome unknown")    \
+    X(EPROVIDER, -28, provider, "provider failed (transient: 5xx, 429, timeout or connection)")  \
+    X(EPROVIDER_REJECTED, -29, provider, "provider rejected the request (permanent)")            \
+    X(ERATE_LIMITED, -30, provider, "rate limit reached (provider or local limit)")              \
+    X(ECIRCUIT_OPEN, -31, provider, "circuit breaker open for this provider account")            \
+    X(EPROVIDER_AUTH, -32, auth, "provider refused the credentials (401 or 403)")               \
+    X(EAUDIT_TAMPERED, -33, infra, "audit chain broken: a record was edited, removed or forged") \
+    X(EREAUTH_REQUIRED, -34, auth, "integration needs re-authorisation (grant revoked)")         \
+    X(ECONFLICT, -35, infra, "a newer write won: this lock or version is stale")                 \
+    X(EOAUTH_STATE, -36, auth, "OAuth state unknown, already used or expired")
 
 typedef enum {
     CX_OK = 0,
