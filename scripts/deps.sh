@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake pkg-config git
+  build-essential cmake pkg-config git curl
   protobuf-compiler libprotobuf-dev protobuf-c-compiler libprotobuf-c-dev nanopb libnanopb-dev
   python3 python3-jinja2 python3-protobuf
   libcmocka-dev libjansson-dev libhiredis-dev libmicrohttpd-dev libcurl4-openssl-dev libssl-dev

@@ -352,7 +352,7 @@ static size_t unescape(const jstr_t *s, char *dst)
             *o++ = '\t';
             break;
         case 'u': {
-            unsigned cp, lo;
+            unsigned cp = 0, lo = 0;
             hex4(p, &cp);
             p += 4;
             if (cp >= 0xD800 && cp <= 0xDBFF) {
