@@ -38,6 +38,9 @@ typedef struct cx_arena_s {
     size_t limit;             /* read-only: hard maximum of reserved */
 } cx_arena_t;
 
+/* The allocator cx objects use when none is injected: malloc/free, ud NULL. Never NULL. */
+CX_API const cx_allocator_t *cx_allocator_default(void);
+
 /* allocator may be NULL (malloc/free). limit is the most memory the arena takes. */
 CX_API void cx_arena_init(cx_arena_t *a, const cx_allocator_t *allocator, size_t limit);
 /* size bytes aligned for any type, zeroed; NULL past the limit or on allocator failure. */

@@ -40,6 +40,13 @@ static void default_free(void *ud, void *ptr)
     free(ptr);
 }
 
+static const cx_allocator_t DEFAULT_ALLOCATOR = {default_alloc, default_free, NULL};
+
+const cx_allocator_t *cx_allocator_default(void)
+{
+    return &DEFAULT_ALLOCATOR;
+}
+
 static char *align_up(char *p)
 {
     uintptr_t u = (uintptr_t)p;
@@ -51,9 +58,7 @@ void cx_arena_init(cx_arena_t *a, const cx_allocator_t *allocator, size_t limit)
     if (allocator != NULL && allocator->alloc != NULL) {
         a->allocator = *allocator;
     } else {
-        a->allocator.alloc = default_alloc;
-        a->allocator.free = default_free;
-        a->allocator.ud = NULL;
+        a->allocator = DEFAULT_ALLOCATOR;
     }
     a->head = NULL;
     a->used = 0;

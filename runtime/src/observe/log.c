@@ -81,18 +81,6 @@ int cx_log_level_parse(const char *name, cx_log_level_t *out)
 
 /* ---- Logger ------------------------------------------------------------------------------- */
 
-static void *default_alloc(void *ud, size_t size)
-{
-    (void)ud;
-    return malloc(size);
-}
-
-static void default_free(void *ud, void *ptr)
-{
-    (void)ud;
-    free(ptr);
-}
-
 static int valid_level(int level)
 {
     return level >= CX_LOG_DEFAULT && level <= CX_LOG_OFF;
@@ -109,7 +97,7 @@ int cx_logger_new(const cx_logger_config_t *cfg, cx_logger_t **out)
     if (strlen(cfg->service) >= CX_LOG_NAME_MAX || strlen(version) >= CX_LOG_NAME_MAX)
         return CX_EINVAL;
 
-    cx_allocator_t alloc = {default_alloc, default_free, NULL};
+    cx_allocator_t alloc = *cx_allocator_default();
     if (cfg->allocator != NULL) {
         if (cfg->allocator->alloc == NULL || cfg->allocator->free == NULL)
             return CX_EINVAL;

@@ -96,18 +96,6 @@ static const double DEFAULT_BUCKETS[] = CX_METRICS_MS_BUCKETS;
 
 /* ---- Memory ------------------------------------------------------------------------------- */
 
-static void *default_alloc(void *ud, size_t size)
-{
-    (void)ud;
-    return malloc(size);
-}
-
-static void default_free(void *ud, void *ptr)
-{
-    (void)ud;
-    free(ptr);
-}
-
 static void *xalloc(const cx_metrics_t *reg, size_t n)
 {
     return reg->alloc.alloc(reg->alloc.ud, n);
@@ -592,7 +580,7 @@ int cx_metrics_new(const cx_metrics_config_t *cfg, cx_metrics_t **out)
     if (out == NULL)
         return CX_EINVAL;
     *out = NULL;
-    cx_allocator_t alloc = {default_alloc, default_free, NULL};
+    cx_allocator_t alloc = *cx_allocator_default();
     if (cfg != NULL && cfg->allocator != NULL) {
         if (cfg->allocator->alloc == NULL || cfg->allocator->free == NULL)
             return CX_EINVAL;

@@ -73,20 +73,6 @@ typedef struct embedded_store_s {
     stripe_slot_t stripes[STRIPES];
 } embedded_store_t;
 
-/* ---- Allocation ------------------------------------------------------------------------- */
-
-static void *malloc_cb(void *ud, size_t size)
-{
-    (void)ud;
-    return malloc(size);
-}
-
-static void free_cb(void *ud, void *ptr)
-{
-    (void)ud;
-    free(ptr);
-}
-
 /* ---- SipHash-1-3 (Aumasson & Bernstein; one compression round, three finalisation) ---- */
 
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
@@ -530,7 +516,7 @@ int cx_dedupe_store_embedded_ex(const char *environment, const cx_dedupe_embedde
     int rc = cx__dedupe_prefix(environment, prefix, err);
     if (rc != 0)
         return rc;
-    cx_allocator_t alloc = {malloc_cb, free_cb, NULL};
+    cx_allocator_t alloc = *cx_allocator_default();
     if (opts && opts->allocator) {
         if (opts->allocator->alloc == NULL || opts->allocator->free == NULL)
             return cx_error_set(err, CX_EINVAL, "allocator", "allocator lacks alloc or free");
