@@ -110,6 +110,7 @@ void cx_serve_config_free(cx_serve_config_t *cfg)
     free(cfg->secrets_dir);
     free(cfg->redis_password_file);
     free(cfg->count_file);
+    free(cfg->connectors);
     for (size_t i = 0; i < cfg->n_accounts; i++) {
         free(cfg->accounts[i].connector);
         free(cfg->accounts[i].account_id);
@@ -382,6 +383,31 @@ static int load_file(cx_serve_config_t *cfg, const char *path)
         } else if (strcmp(key, "accounts") == 0) {
             if ((rc = file_accounts(cfg, &fc, v)) != 0)
                 goto done;
+        } else if (strcmp(key, "connectors") == 0) {
+            /* ["whatsapp", "instagram"]: host only these (kept as "whatsapp,instagram"). */
+            size_t i;
+            json_t *p;
+            char list[1024] = "";
+            if (!json_is_array(v)) {
+                rc = bad(&fc, key, "must be an array of connector ids");
+                goto done;
+            }
+            json_array_foreach(v, i, p)
+            {
+                if ((rc = get_string(&fc, key, p, &s)) != 0)
+                    goto done;
+                if (strlen(list) + strlen(s) + 2 > sizeof list) {
+                    rc = bad(&fc, key, "is too long");
+                    goto done;
+                }
+                if (list[0])
+                    strcat(list, ",");
+                strcat(list, s);
+            }
+            if (set_str(&cfg->connectors, list) != 0) {
+                rc = bad(&fc, key, "cannot be stored");
+                goto done;
+            }
         } else if (strcmp(key, "connectors_lib") == 0) {
             size_t i;
             json_t *p;
@@ -447,6 +473,8 @@ static int load_env(cx_serve_config_t *cfg)
         cx_cli_error(SUB, "CX_REDIS must be HOST:PORT");
         return CX_EXIT_CONFIG;
     }
+    if ((v = getenv("CX_CONNECTORS")) && *v && set_str(&cfg->connectors, v) != 0)
+        return CX_EXIT_CONFIG;
     if ((v = getenv("CX_LOG_LEVEL")) && *v && apply_level(cfg, v) != 0) {
         cx_cli_error(SUB, "CX_LOG_LEVEL must be debug, info, warn, error or off");
         return CX_EXIT_CONFIG;
@@ -509,6 +537,11 @@ int cx_serve_config_load(cx_serve_config_t *cfg, int argc, char **argv)
                 cx_cli_error(SUB, "--redis must be HOST:PORT, e.g. 127.0.0.1:6379");
                 return CX_EXIT_USAGE;
             }
+        } else if ((m = cx_cli_opt(SUB, argc, argv, &i, "--connectors", &v)) != 0) {
+            if (m < 0)
+                return CX_EXIT_USAGE;
+            if (set_str(&cfg->connectors, v) != 0)
+                return CX_EXIT_CONFIG;
         } else if ((m = cx_cli_opt(SUB, argc, argv, &i, "--connector-lib", &v)) != 0) {
             if (m < 0)
                 return CX_EXIT_USAGE;

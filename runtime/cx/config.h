@@ -39,6 +39,8 @@ typedef struct cx_serve_config_s {
     size_t n_accounts, cap_accounts;
     char *libs[CX_SERVE_MAX_LIBS];
     size_t n_libs;
+    /* The connector ids to host, comma-separated; NULL = every built-in and loaded one. */
+    char *connectors;
     unsigned max_connections;
     unsigned max_connections_per_ip; /* 0 = no per-IP limit */
     unsigned connection_timeout_s;

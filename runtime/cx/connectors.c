@@ -6,11 +6,18 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Adapters compiled into cx add their entry function here, one line each (adapters/<x>/ export
- * `const cx_connector_t *cx_<x>_connector(void)`). None is built in yet: connectors come from
- * --connector-lib / connectors_lib. */
+#include "instagram/instagram.h"
+#include "messenger/messenger.h"
+#include "whatsapp/whatsapp.h"
+
+/* Adapters compiled into cx (the cx_adapters library, adapters/CMakeLists.txt) add their entry
+ * function here, one line each (adapters/<x>/ export `const cx_connector_t
+ * *cx_<x>_connector(void)`). More come from --connector-lib / connectors_lib. */
 typedef const cx_connector_t *(*entry_fn)(void);
 static const entry_fn BUILTIN[] = {
+    cx_whatsapp_connector,
+    cx_instagram_connector,
+    cx_messenger_connector,
     NULL /* sentinel */
 };
 
@@ -21,6 +28,37 @@ void cx_connectors_builtin(cx_connector_set_t *set)
         if (c && c->manifest && cx_connectors_find(set, c->manifest->id) == NULL)
             set->items[set->n++] = c;
     }
+}
+
+int cx_connectors_select(cx_connector_set_t *set, const char *list, char *why, size_t cap)
+{
+    const cx_connector_t *keep[CX_CLI_MAX_CONNECTORS];
+    size_t n = 0;
+    const char *p = list;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char id[128];
+        if (len == 0 || len >= sizeof id) {
+            snprintf(why, cap, "connector list '%s' has an empty or too long id", list);
+            return -1;
+        }
+        memcpy(id, p, len);
+        id[len] = '\0';
+        const cx_connector_t *c = cx_connectors_find(set, id);
+        if (c == NULL) {
+            snprintf(why, cap, "no connector '%s' (built in or loaded with --connector-lib)", id);
+            return -1;
+        }
+        if (n < CX_CLI_MAX_CONNECTORS)
+            keep[n++] = c;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    memcpy(set->items, keep, n * sizeof keep[0]);
+    set->n = n;
+    return 0;
 }
 
 const cx_connector_t *cx_connectors_find(const cx_connector_set_t *set, const char *id)

@@ -29,6 +29,10 @@ void cx_connectors_builtin(cx_connector_set_t *set);
 int cx_connectors_load(cx_connector_set_t *set, const char *path, char *why, size_t cap);
 
 /* The connector with this manifest id, or NULL. */
+/* Keeps only the connectors named in list ("whatsapp,test"); -1 with the reason when one is
+ * unknown. */
+int cx_connectors_select(cx_connector_set_t *set, const char *list, char *why, size_t cap);
+
 const cx_connector_t *cx_connectors_find(const cx_connector_set_t *set, const char *id);
 
 /* Unloads the shared objects. No connector of the set may be in use. */

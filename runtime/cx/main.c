@@ -4,6 +4,7 @@
  *   cx parse      one captured request through the pipeline, offline
  *   cx replay     captured requests sent to a running gateway
  *   cx validate   canonical JSON checked against the schema
+ *   cx dlq        dead letters: list, show, replay, purge (libcx: cx_dlq_cli)
  *   cx version    SemVer, schema-set digest, git commit
  *
  * Exit codes: 0 ok, 1 input invalid, 2 usage, 69 unavailable, 70 internal, 78 config.
@@ -14,6 +15,8 @@
 
 #include "cli.h"
 #include "cx/cx.h"
+#include "cx/audit.h"
+#include "cx/dlq.h"
 #include "cx_build_info.h"
 #include "cx_git.h"
 
@@ -29,9 +32,10 @@ static const command_t COMMANDS[] = {
      "usage: cx serve [--config FILE] [--listen HOST:PORT] [--secrets DIR]\n"
      "                [--env development|staging|production] [--redis HOST:PORT]\n"
      "                [--connector-lib PATH.so]... [--account CONNECTOR:ACCOUNT_ID=TENANT]...\n"
-     "                [--log-level debug|info|warn|error|off]\n"
+     "                [--connectors ID,ID...] [--log-level debug|info|warn|error|off]\n"
      "\n"
-     "Hosts every connector (built in, and each --connector-lib shared object) behind\n"
+     "Hosts every connector (built in, and each --connector-lib shared object; --connectors\n"
+     "or CX_CONNECTORS keeps only the ones named) behind\n"
      "  POST|GET /webhook/<connector>   the inbound pipeline\n"
      "  GET /health                     200 while the process runs\n"
      "  GET /ready                      200 when the stores answer, else 503\n"
@@ -89,6 +93,35 @@ static const command_t COMMANDS[] = {
      "examples:\n"
      "  cx validate cx.messaging.v1.DirectMessage message.json\n"
      "  echo '{\"messageId\": \"m1\"}' | cx validate cx.messaging.v1.direct_message -\n"},
+    {"dlq", cx_dlq_cli, "list, show, replay or purge dead letters",
+     "usage: cx dlq list   [--limit N] [--offset N] [--json]\n"
+     "       cx dlq show   ID\n"
+     "       cx dlq replay ID... | --all\n"
+     "       cx dlq purge  ID... | --all | --before UNIX_SECONDS\n"
+     "options: --redis HOST:PORT (CX_REDIS), --env ENV (CX_ENV), --redis-password-file FILE,\n"
+     "         --queue NAME, --secrets DIR, --account CONNECTOR:ACCOUNT_ID=TENANT\n"
+     "\n"
+     "Dead letters (docs/durable-processing.md): items that failed permanently, were invalid\n"
+     "or exhausted their retries, with their canonical event. replay goes through the dedupe\n"
+     "claim and queues the item for the workers of `cx serve`. See cx dlq --help.\n"
+     "\n"
+     "examples:\n"
+     "  cx dlq list --redis 127.0.0.1:6379 --env production\n"
+     "  cx dlq replay --all --redis 127.0.0.1:6379 --env production\n"},
+    {"audit", cx_audit_cli, "verify or show the audit trail",
+     "usage: cx audit verify [--tenant T] STORE KEY\n"
+     "       cx audit show --correlation-id ID [--tenant T] STORE KEY\n"
+     "       cx audit retain --max-age DAYS [--tenant T] STORE KEY\n"
+     "  STORE: --dir DIR [--checkpoint-dir DIR] | --redis HOST:PORT [--env ENV]\n"
+     "  KEY:   --secrets DIR (runtime/audit_key); CX_AUDIT_DIR, CX_REDIS, CX_ENV, CX_SECRETS_DIR\n"
+     "\n"
+     "verify checks every record's HMAC chain and the signed checkpoint: an edited, deleted,\n"
+     "reordered, forged or truncated record is reported with its sequence number (exit 1).\n"
+     "See docs/audit.md.\n"
+     "\n"
+     "examples:\n"
+     "  cx audit verify --dir /var/lib/cx/audit --secrets /run/secrets/cx\n"
+     "  cx audit show --correlation-id 9f1c2d --redis 127.0.0.1:6379 --env production\n"},
     {"version", cx_cmd_version, "print the version, schema-set digest and git commit",
      "usage: cx version\n"
      "\n"

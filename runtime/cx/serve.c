@@ -168,6 +168,11 @@ int cx_cmd_serve(int argc, char **argv)
     cx_logger_t *lg = NULL;
     cx_metrics_t *metrics = NULL;
     cx_dedupe_store_t *store = NULL;
+    cx_queue_t *queue = NULL; /* queued mode (docs/durable-processing.md) */
+    cx_dlq_t *dlq = NULL;
+    /* CX_HANDLER_MODE=queued|inline; inline until the handler_mode config key lands. */
+    const char *mode_env = getenv("CX_HANDLER_MODE");
+    int queued = mode_env && strcmp(mode_env, "queued") == 0;
     cx_runtime_t *rt = NULL;
     cx_gw_t *gw = NULL;
     cx_connector_set_t conns;
@@ -189,6 +194,11 @@ int cx_cmd_serve(int argc, char **argv)
             exit_code = CX_EXIT_CONFIG;
             goto done;
         }
+    if (cfg.connectors && cx_connectors_select(&conns, cfg.connectors, why, sizeof why) != 0) {
+        cx_cli_error(SUB, "%s", why);
+        exit_code = CX_EXIT_CONFIG;
+        goto done;
+    }
 
     if (cfg.have_redis) {
         char *pw = NULL;
@@ -210,6 +220,10 @@ int cx_cmd_serve(int argc, char **argv)
                                               : threads + 2 > 8   ? (int)threads + 2
                                                                   : 8};
         rc = cx_dedupe_store_redis(cx_environment_name(cfg.environment), &ro, &store, &err);
+        if (rc == 0)
+            rc = cx_dlq_redis(cx_environment_name(cfg.environment), NULL, &ro, &dlq, &err);
+        if (rc == 0 && queued)
+            rc = cx_queue_redis(cx_environment_name(cfg.environment), NULL, &ro, &queue, &err);
         if (pw) {
             memset(pw, 0, strlen(pw));
             free(pw);
@@ -230,7 +244,11 @@ int cx_cmd_serve(int argc, char **argv)
                                   .handler_deadline_ms = cfg.handler_deadline_ms,
                                   .dedupe = store,
                                   .logger = lg,
-                                  .metrics = metrics};
+                                  .metrics = metrics,
+                                  .handler_mode = queued ? CX_HANDLER_MODE_QUEUED
+                                                         : CX_HANDLER_MODE_INLINE,
+                                  .queue = queue,
+                                  .dlq = dlq};
     if ((rc = cx_runtime_create(&rc_cfg, &rt, &err)) != 0) {
         cx_cli_error(SUB, "%s", err.message[0] ? err.message : cx_strerror(rc));
         exit_code = exit_code_for(rc);
@@ -278,6 +296,10 @@ int cx_cmd_serve(int argc, char **argv)
     if ((rc = cx_runtime_boot(rt, &err)) != 0) {
         cx_cli_error(SUB, "%s", err.message[0] ? err.message : cx_strerror(rc));
         exit_code = exit_code_for(rc);
+        goto done;
+    }
+    if (cx_runtime_queued(rt) && (rc = cx_runtime_start_workers(rt, &err)) != 0) {
+        cx_cli_error(SUB, "%s", err.message[0] ? err.message : cx_strerror(rc));
         goto done;
     }
 
@@ -367,12 +389,22 @@ int cx_cmd_serve(int argc, char **argv)
         /* Pool threads are still inside handlers: joining them would wait past the bound. */
         _exit(CX_EXIT_INTERNAL);
     }
+    /* Workers finish their running items; what they hold goes back to the queue. */
+    if (cx_runtime_stop_workers(rt, cfg.drain_timeout_s * 1000u) != 0) {
+        log_line(lg, CX_LOG_ERROR, NULL, "abandoned",
+                 "drain deadline passed with handlers running (their items are reclaimed by "
+                 "another worker)");
+        cx_logger_flush(lg);
+        _exit(CX_EXIT_INTERNAL);
+    }
     log_line(lg, CX_LOG_INFO, NULL, "stopped", "drained; exiting");
     exit_code = CX_EXIT_OK;
 
 done:
     cx_gw_stop(gw);
     cx_runtime_destroy(rt);
+    cx_queue_destroy(queue);
+    cx_dlq_destroy(dlq);
     cx_dedupe_store_destroy(store);
     cx_connectors_free(&conns);
     if (dh.count_fd >= 0)

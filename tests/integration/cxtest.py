@@ -170,10 +170,18 @@ class Serve:
         self.log_path = workdir.file(f"{name}-{time.monotonic_ns()}.log")
         self.log = open(self.log_path, "wb")
         full_env = dict(os.environ)
-        for k in ("CX_ENV", "CX_LISTEN", "CX_SECRETS_DIR", "CX_REDIS", "CX_LOG_LEVEL"):
+        for k in ("CX_ENV", "CX_LISTEN", "CX_SECRETS_DIR", "CX_REDIS", "CX_LOG_LEVEL",
+                  "CX_CONNECTORS"):
             full_env.pop(k, None)
         full_env.update(env or {})
         self.argv = [CX_BIN, "serve"] + list(args)
+        # Host only the connectors the test loads (the built-in adapters would need their
+        # secrets in staging/production): libcx_<id>_connector.so -> <id>.
+        if not any(a.startswith("--connectors") for a in args):
+            ids = [os.path.basename(a)[len("libcx_"):-len("_connector.so")]
+                   for a in args if a.endswith("_connector.so")]
+            if ids:
+                self.argv += ["--connectors", ",".join(ids)]
         if not any(a == "--listen" or a.startswith("--listen=") for a in args):
             self.argv += ["--listen", "127.0.0.1:0"]
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=self.log,

@@ -67,6 +67,7 @@ def test_production_without_secret_exits_78():
     try:
         rc, _, err = cxtest.run_cx(["serve", "--env", "production", "--secrets", empty.secrets,
                                     "--redis", redis.addr, "--connector-lib", cxtest.TEST_LIB,
+                                    "--connectors", "test",
                                     "--listen", "127.0.0.1:0", "--log-level", "off"])
         assert rc == 78, (rc, err)
         assert "test/secret" in err and len(err.strip().splitlines()) == 1, err
@@ -74,11 +75,18 @@ def test_production_without_secret_exits_78():
         empty.cleanup()
 
 
+def test_unknown_connector_in_list_exits_78():
+    rc, _, err = cxtest.run_cx(["serve", "--secrets", work.secrets, "--connectors", "nope",
+                                "--listen", "127.0.0.1:0", "--log-level", "off"])
+    assert rc == 78, (rc, err)
+    assert "no connector 'nope'" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_unreachable_redis_exits_69():
     rc, _, err = cxtest.run_cx(["serve", "--env", "production", "--secrets", work.secrets,
                                 "--redis", f"127.0.0.1:{cxtest.free_port()}",
-                                "--connector-lib", cxtest.TEST_LIB, "--listen", "127.0.0.1:0",
-                                "--log-level", "off"])
+                                "--connector-lib", cxtest.TEST_LIB, "--connectors", "test",
+                                "--listen", "127.0.0.1:0", "--log-level", "off"])
     assert rc == 69, (rc, err)
     assert len(err.strip().splitlines()) == 1, err
 
@@ -377,6 +385,7 @@ if __name__ == "__main__":
         cxtest.run([
             test_production_without_redis_exits_78_with_one_line,
             test_production_without_secret_exits_78,
+            test_unknown_connector_in_list_exits_78,
             test_unreachable_redis_exits_69,
             test_bad_flags_and_config_exit_2_and_78,
             test_environment_overrides_file_and_flags_override_environment,

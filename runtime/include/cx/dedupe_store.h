@@ -103,6 +103,16 @@ typedef struct cx_dedupe_store_ops_s {
     int (*ping)(cx_dedupe_store_t *s, cx_error_t *err);
     /* Frees the store. No call may be running on it. */
     void (*destroy)(cx_dedupe_store_t *s);
+    /* Renews claims of queued items (a worker before it runs them, and when it schedules a
+     * retry): per OWNED item, if the key holds this item's processing value, its TTL becomes
+     * ttl_ms; if the key is absent (the claim lapsed and nobody took it), the claim is made
+     * again with the item's token; state stays OWNED. If the key holds another claim's
+     * processing value, state becomes IN_PROGRESS; a done value (this claim's or another's,
+     * or a value this release cannot read), DONE. One round trip. items[i].rc is 0, or
+     * CX_EINVAL for an item that is not OWNED / has no valid token. Returns 0, or
+     * CX_EUNAVAILABLE / CX_ENOMEM / CX_ENOSPC (then no state changed). */
+    int (*renew)(cx_dedupe_store_t *s, cx_dedupe_item_t *items, size_t n, uint32_t ttl_ms,
+                 cx_error_t *err);
 } cx_dedupe_store_ops_t;
 
 struct cx_dedupe_store_s {

@@ -57,8 +57,8 @@ extern "C" {
     X(EPROVIDER_REJECTED, -29, provider, "provider rejected the request (permanent)")            \
     X(ERATE_LIMITED, -30, provider, "rate limit reached (provider or local limit)")              \
     X(ECIRCUIT_OPEN, -31, provider, "circuit breaker open for this provider account")            \
-    X(EPROVIDER_AUTH, -32, auth, "provider refused the credentials (401 or 403)")               \
-    X(EAUDIT_TAMPERED, -33, infra, "audit chain broken: a record was edited, removed or forged") \
+    X(EPROVIDER_AUTH, -32, auth, "provider refused the credentials (401 or 403)")                \
+    X(EAUDIT_TAMPERED, -33, infra, "audit chain broken: a record edited, removed or forged")     \
     X(EREAUTH_REQUIRED, -34, auth, "integration needs re-authorisation (grant revoked)")         \
     X(ECONFLICT, -35, infra, "a newer write won: this lock or version is stale")                 \
     X(EOAUTH_STATE, -36, auth, "OAuth state unknown, already used or expired")

@@ -112,6 +112,25 @@ CX_API cx_histogram_t *cx_metrics_histogram(cx_metrics_t *reg, const char *name,
                                             const char *const *labels, const double *buckets,
                                             size_t n_buckets);
 
+/* A gauge: a value that goes up and down (queue depth, age of the oldest item). */
+typedef struct cx_gauge_s cx_gauge_t;
+
+/* Registers a gauge, like cx_metrics_counter (same name and label rules). Returns the handle
+ * (owned by the registry) or NULL. Thread-safe.
+ *
+ *     cx_gauge_t *g = cx_metrics_gauge(reg, "queue_depth", "Items in the queue.", NULL);
+ */
+CX_API cx_gauge_t *cx_metrics_gauge(cx_metrics_t *reg, const char *name, const char *help,
+                                    const char *const *labels);
+/* Sets the series with these label values (as cx_counter_inc) to value; NaN is ignored; a
+ * NULL gauge is a no-op. Thread-safe, lock-free for existing series.
+ *
+ *     cx_gauge_set(g, NULL, 42);
+ */
+CX_API void cx_gauge_set(cx_gauge_t *g, const char *const *values, double value);
+/* The current value of a gauge series (0 when it does not exist; never creates it). */
+CX_API double cx_gauge_value(cx_gauge_t *g, const char *const *values);
+
 /* Adds delta to the series with these label values: values holds exactly as many strings as
  * the counter has labels (a NULL string counts as ""), and may be NULL for a counter without
  * labels. The values are copied when a series is created. A NULL counter is a no-op, so an

@@ -9,9 +9,16 @@
  *   3 parse -> events, each validated (400 for a malformed request; an invalid item fails alone)
  *   4 tenant from the accounts registry (UNKNOWN_ACCOUNT: the item fails alone)
  *   5 dedupe claims for the batch in one round trip; completions in one more
- *   6 handlers, inline, with a deadline shorter than the claim
- *   7 200 when every item is processed, deduped or failed permanently; 503 when any item failed
- *     transiently (its claim is released so the redelivery runs it) or the store is down.
+ *   6 handlers, in one of two modes (docs/durable-processing.md):
+ *       inline  in the request, with a deadline shorter than the claim;
+ *       queued  (the production default) each claimed item is appended durably to the work
+ *               queue (cx/queue.h) and acked; worker threads (cx_runtime_start_workers) run
+ *               it, retry transient failures on a schedule with backoff and jitter, and send
+ *               permanent failures and exhausted retries to the dead-letter store (cx/dlq.h);
+ *               rate limits and daily quotas (cx/ratelimit.h) delay items, never drop them;
+ *   7 200 when every item is processed, deduped, durably queued, or failed permanently (and
+ *     dead-lettered); 503 when any item failed transiently inline (its claim is released so
+ *     the redelivery runs it) or could not be made durable (a store is down).
  *
  * Thread-safe: many threads may call cx_runtime_handle() at once.
  */
@@ -25,9 +32,12 @@
 #include "cx/log.h"
 #include "cx/connector.h"
 #include "cx/dedupe_store.h"
+#include "cx/dlq.h"
 #include "cx/error.h"
 #include "cx/log.h"
 #include "cx/metrics.h"
+#include "cx/queue.h"
+#include "cx/ratelimit.h"
 #include "cx/schema.h"
 
 #ifdef __cplusplus
@@ -43,6 +53,38 @@ typedef enum {
 /* "development" | "staging" | "production" -> value; returns 0 or CX_EINVAL. */
 CX_API int cx_environment_parse(const char *name, cx_environment_t *out);
 CX_API const char *cx_environment_name(cx_environment_t env);
+
+/* How items run after their dedupe claim. */
+typedef enum {
+    CX_HANDLER_MODE_AUTO = 0,   /* queued when cfg.queue is set (cx serve sets it whenever Redis
+                                   is configured: the production default), else inline */
+    CX_HANDLER_MODE_INLINE = 1, /* in the request; a transient failure answers 503 */
+    CX_HANDLER_MODE_QUEUED = 2  /* enqueue and answer; workers run them (cfg.queue NULL: an
+                                   embedded queue, development only) */
+} cx_handler_mode_t;
+
+/* The retry schedule of queued mode: the n-th retry waits a uniformly random time in
+ * [0, min(max_delay_ms, base_delay_ms * 2^(n-1))] ("full jitter"). An item whose handler ran
+ * max_attempts times, or whose next run would come after max_age_s since it was first
+ * received, goes to the dead-letter store instead. Zero fields take the defaults. */
+typedef struct cx_retry_policy_s {
+    uint32_t max_attempts;  /* 0 = 10 */
+    uint32_t base_delay_ms; /* 0 = 1000 */
+    uint32_t max_delay_ms;  /* 0 = 600000 (10 min) */
+    uint32_t max_age_s;     /* 0 = 86400 (a day) */
+} cx_retry_policy_t;
+
+/* A rate limit and/or daily quota (cx/ratelimit.h). A rule with capability NULL/"*" limits
+ * all of a tenant's items together; one with a capability limits that capability's items of
+ * the tenant. Per item, the most specific rule of each kind applies (an exact tenant before
+ * "*"). Every tenant has its own buckets. Items over a limit are delayed, never dropped. */
+typedef struct cx_rate_limit_rule_s {
+    const char *tenant;     /* NULL or "*": each tenant */
+    const char *capability; /* NULL or "*": all capabilities together */
+    double per_second;      /* sustained items per second; 0 = no rate limit */
+    uint32_t burst;         /* items admitted at once; 0 = max(1, per_second) */
+    uint64_t per_day;       /* items per UTC day; 0 = no quota */
+} cx_rate_limit_rule_t;
 
 typedef struct cx_runtime_config_s {
     cx_environment_t environment;
@@ -60,6 +102,25 @@ typedef struct cx_runtime_config_s {
     cx_logger_t *logger;            /* NULL = a stderr logger at info */
     cx_metrics_t *metrics;          /* NULL = a private registry */
     cx_clock_t clock;               /* injectable (tests, `cx parse --now`) */
+    /* ---- Durable processing (docs/durable-processing.md) ---- */
+    cx_handler_mode_t handler_mode; /* AUTO: queued when queue is set, else inline */
+    cx_queue_t *queue;              /* the work queue; NULL = embedded when queued */
+    cx_dlq_t *dlq;                  /* dead letters; NULL = embedded */
+    cx_ratelimit_t *ratelimit;      /* NULL = embedded when rate_limits are given */
+    const cx_rate_limit_rule_t *rate_limits; /* copied */
+    size_t n_rate_limits;
+    cx_retry_policy_t retry;
+    uint32_t queued_claim_ttl_ms;   /* dedupe claim of a queued item, renewed by workers and for
+                                       each retry; 0 = 900000 (15 min) */
+    uint32_t worker_claim_ttl_ms;   /* a silent worker's items go to another after this (the
+                                       XAUTOCLAIM idle time); > handler_deadline_ms; 0 = 30000 */
+    unsigned workers;               /* worker threads; 0 = 4 */
+    unsigned tenant_concurrency;    /* handlers of one tenant at once in this process;
+                                       0 = (workers + 1) / 2 */
+    unsigned prefetch;              /* items a process holds beyond the running ones;
+                                       0 = workers */
+    const char *consumer;           /* this process's consumer name (copied); NULL =
+                                       <host>-<pid>-<random> */
 } cx_runtime_config_t;
 
 /* Creates a runtime. The config is copied; the dedupe store, logger and metrics passed in are
@@ -86,10 +147,12 @@ typedef struct cx_item_s {
     const char *dedupe_key;
     const char *correlation_id;
     int64_t deadline_ms;       /* monotonic ms after which the claim may lapse */
+    uint32_t attempt;          /* 1 for the first run; retries count up */
 } cx_item_t;
 
-/* Returns 0 (processed), CX_EHANDLER (transient: released, redelivered) or
- * CX_EHANDLER_PERMANENT (the item fails for good). Called from many threads at once. */
+/* Returns 0 (processed), CX_EHANDLER (transient: inline, released and redelivered; queued,
+ * retried on the schedule) or CX_EHANDLER_PERMANENT (the item fails for good: dead-lettered).
+ * Any other non-zero code counts as transient. Called from many threads at once. */
 typedef int (*cx_handler_fn)(void *ud, const cx_item_t *item, cx_error_t *err);
 
 /* Registers the handler of a capability (one per capability; replaces). capability "*" is
@@ -117,6 +180,27 @@ CX_API int cx_runtime_ready(cx_runtime_t *rt);
  * (whatever its status), CX_EINVAL on bad arguments. */
 CX_API int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_request_t *req,
                              cx_response_t *resp);
+
+/* ---- Queued mode: workers -------------------------------------------------------------------- */
+
+/* Whether the runtime runs in queued mode (after cx_runtime_create). */
+CX_API int cx_runtime_queued(const cx_runtime_t *rt);
+
+/* Starts cfg.workers worker threads consuming the queue (plus one housekeeping thread:
+ * heartbeats for held items, gauges). Call after the handlers are registered. Returns 0,
+ * CX_EINVAL (not in queued mode, or already started), CX_ENOMEM. */
+CX_API int cx_runtime_start_workers(cx_runtime_t *rt, cx_error_t *err);
+
+/* Stops the workers: no new items are taken; items held but not started are given back to the
+ * queue (due at once, for any process); running handlers finish. Waits up to timeout_ms for
+ * them (0 = without limit), then returns 0, or CX_ETIMEOUT when some still run (call again, or
+ * exit: their items are reclaimed by another worker). No-op when not started. */
+CX_API int cx_runtime_stop_workers(cx_runtime_t *rt, uint32_t timeout_ms);
+
+/* Reads the queue and dead-letter stores into the gauges (queue_depth, queue_pending,
+ * queue_scheduled, queue_oldest_age_seconds, dead_letters{connector,capability}); the
+ * housekeeping thread does it every second. Returns 0 or CX_EUNAVAILABLE. */
+CX_API int cx_runtime_refresh_gauges(cx_runtime_t *rt, cx_error_t *err);
 
 CX_API cx_metrics_t *cx_runtime_metrics(cx_runtime_t *rt);
 CX_API cx_logger_t *cx_runtime_logger(cx_runtime_t *rt);

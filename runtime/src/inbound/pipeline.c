@@ -2,8 +2,14 @@
  *
  * A request runs start to finish in the calling thread with one arena for everything it
  * decodes. The only shared state it touches is read-mostly (connectors, accounts, handlers,
- * fixed after boot), the secrets cache (a read lock), the dedupe store (its own locking or
- * Redis), the logger and the metrics (both thread-safe).
+ * fixed after boot), the secrets cache (a read lock), the stores (dedupe, queue, dead letters:
+ * their own locking or Redis), the logger and the metrics (both thread-safe).
+ *
+ * After the claims, items run inline (handlers here, completions after) or, in queued mode
+ * (docs/durable-processing.md), are appended to the work queue in one round trip and answered
+ * "queued"; workers.c runs them. Items that failed permanently are dead-lettered in both
+ * modes. The all-items-succeed path costs no more than before: dead letters are written only
+ * when something failed.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <inttypes.h>
@@ -15,6 +21,7 @@
 
 #include "core/secrets.h"
 #include "cx/runtime.h"
+#include "inbound/job.h"
 #include "inbound/runtime_internal.h"
 #include "schema/access.h"
 
@@ -27,20 +34,13 @@
 typedef struct {
     const cx_event_t *ev;
     const char *tenant;
-    char *key;          /* dedupe key (arena), NULL when the item failed before */
-    int rc;             /* 0 or the failure */
-    int permanent;      /* the failure is permanent: no redelivery helps */
+    char *key;           /* dedupe key (arena), NULL when the item failed before */
+    int rc;              /* 0 or the failure */
+    int permanent;       /* the failure is permanent: no redelivery helps */
     const char *outcome; /* "processed", "deduped", "failed" */
-    int claim;          /* index into the claim array, -1 when not claimed */
+    int claim;           /* index into the claim array, -1 when not claimed */
     double latency_ms;
 } item_t;
-
-int64_t cx__mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static double mono_ms_f(void)
 {
@@ -123,7 +123,7 @@ static void reject(cx_runtime_t *rt, const char *connector, const char *cid, cx_
 }
 
 /* Sets the message's tenant_id field, when its type has one, to the resolved tenant. */
-static void stamp_tenant(ProtobufCMessage *msg, const char *tenant)
+void cx__stamp_tenant(ProtobufCMessage *msg, const char *tenant)
 {
     const ProtobufCFieldDescriptor *fd =
         protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, "tenant_id");
@@ -183,7 +183,7 @@ static void dedupe_in_batch(item_t *items, size_t n, cx_arena_t *arena)
     }
 }
 
-static const cx_handler_t *handler_for(const cx_runtime_t *rt, const char *capability)
+const cx_handler_t *cx__handler_for(const cx_runtime_t *rt, const char *capability)
 {
     const cx_handler_t *fallback = NULL;
     for (size_t i = 0; i < rt->n_handlers; i++) {
@@ -213,33 +213,36 @@ static void log_item(cx_runtime_t *rt, const char *connector, const char *cid, s
     cx_log_set_dedupe_hit(&r, it->outcome && strcmp(it->outcome, "deduped") == 0);
     cx_log_set_outcome(&r, it->outcome);
     cx_log_set_latency_ms(&r, it->latency_ms);
-    cx_log_set_attempt(&r, 1);
+    if (strcmp(it->outcome, "queued") != 0 && strcmp(it->outcome, "deduped") != 0)
+        cx_log_set_attempt(&r, 1);
     cx_log_set_int(&r, "index", (int64_t)index);
     if (it->rc) {
         cx_log_set_error_code(&r, cx__code_name(it->rc));
         cx_log_set_error_class(&r, cx_err_class(it->rc));
         cx_log_set_int(&r, "permanent", it->permanent);
     }
-    cx_log_set_msg(&r, failed ? "item failed" : "item handled");
+    cx_log_set_msg(&r, failed                               ? "item failed"
+                       : strcmp(it->outcome, "queued") == 0 ? "item queued"
+                                                            : "item handled");
     cx_log_emit(&r);
 }
 
 static void write_results(cx_buf_t *b, const char *cid, int ok, const item_t *items, size_t n,
-                          unsigned processed, unsigned deduped, unsigned failed)
+                          unsigned processed, unsigned queued, unsigned deduped, unsigned failed)
 {
     cx_buf_printf(b, "{\"ok\":%s,\"correlationId\":", ok ? "true" : "false");
     json_str(b, cid);
     cx_buf_printf(b,
-                  ",\"summary\":{\"total\":%zu,\"processed\":%u,\"queued\":0,\"deduped\":%u,"
+                  ",\"summary\":{\"total\":%zu,\"processed\":%u,\"queued\":%u,\"deduped\":%u,"
                   "\"failed\":%u},\"results\":[",
-                  n, processed, deduped, failed);
+                  n, processed, queued, deduped, failed);
     for (size_t i = 0; i < n; i++) {
         const item_t *it = &items[i];
         cx_buf_printf(b, "%s{\"index\":%zu", i ? "," : "", i);
         if (it->ev->meta) {
             cx_buf_puts(b, ",\"type\":");
-            json_str(b, it->ev->meta->event_type ? it->ev->meta->event_type
-                                                 : it->ev->meta->full_name);
+            json_str(b,
+                     it->ev->meta->event_type ? it->ev->meta->event_type : it->ev->meta->full_name);
         }
         if (it->key) {
             cx_buf_puts(b, ",\"dedupeKey\":");
@@ -298,6 +301,317 @@ void cx__pending_free(cx_runtime_t *rt)
     free(rt->pending);
     rt->pending = NULL;
     rt->n_pending = rt->cap_pending = 0;
+}
+
+/* Inline mode: runs the claimed items' handlers in this thread, then completes the processed
+ * items in one round trip and releases the others in one more. Returns 1 when the store lost
+ * the completions (answer 503). */
+static int run_inline(cx_runtime_t *rt, const char *cname, const char *cid, item_t *items, size_t n,
+                      cx_dedupe_item_t *claims, size_t nclaims, cx_arena_t *arena,
+                      const char ***msgs, cx_error_t *err)
+{
+    int store_down = 0;
+    /* Handlers, inline. */
+    for (size_t i = 0; i < n; i++) {
+        item_t *it = &items[i];
+        if (it->claim < 0)
+            continue;
+        cx_dedupe_item_t *cl = &claims[it->claim];
+        if (cl->state == CX_CLAIM_DONE) {
+            it->outcome = "deduped";
+            it->claim = -1;
+            continue;
+        }
+        if (cl->state != CX_CLAIM_OWNED) { /* another process holds it right now */
+            fail(it, CX_EIN_PROGRESS, 0);
+            it->claim = -1;
+            continue;
+        }
+        const cx_handler_t *h = cx__handler_for(rt, it->ev->meta->capability);
+        double h0 = mono_ms_f();
+        int hrc;
+        if (h == NULL) {
+            hrc = CX_ENOT_IMPLEMENTED;
+        } else {
+            cx_item_t view = {it->ev,  cname, it->tenant,
+                              it->key, cid,   cx__mono_now_ms() + rt->cfg.handler_deadline_ms,
+                              1};
+            cx_error_t herr;
+            cx_error_clear(&herr);
+            hrc = h->fn(h->ud, &view, &herr);
+            /* The failure's text, for a dead letter; allocated only when something fails (the
+             * per-item state stays small: the request arena's chunks are sized to it). */
+            if (hrc != 0 && herr.message[0] &&
+                (*msgs || (*msgs = cx_arena_alloc(arena, n * sizeof **msgs))))
+                (*msgs)[i] = cx_arena_strndup(arena, herr.message, strlen(herr.message));
+        }
+        it->latency_ms = mono_ms_f() - h0;
+        cx__observe_handler(rt, cname, it->ev->meta->capability, it->latency_ms);
+        if (hrc == 0) {
+            it->outcome = "processed";
+            if (it->latency_ms > rt->cfg.handler_deadline_ms) {
+                cx_log_record_t r;
+                if (cx_log_begin(&r, rt->log, CX_LOG_WARN)) {
+                    cx_log_set_connector(&r, cname);
+                    cx_log_set_correlation_id(&r, cid);
+                    cx_log_set_dedupe_key(&r, it->key);
+                    cx_log_set_latency_ms(&r, it->latency_ms);
+                    cx_log_set_msg(&r, "handler exceeded its deadline; its claim may have lapsed");
+                    cx_log_emit(&r);
+                }
+            }
+        } else {
+            fail(it, hrc == CX_EHANDLER_PERMANENT || hrc == CX_ENOT_IMPLEMENTED ? hrc : CX_EHANDLER,
+                 hrc == CX_EHANDLER_PERMANENT || hrc == CX_ENOT_IMPLEMENTED);
+        }
+    }
+
+    /* One round trip completes the processed items, one more releases the failed ones so the
+     * provider's redelivery can run them again. */
+    size_t ndone = 0, nrel = 0;
+    cx_dedupe_item_t *done = nclaims ? cx_arena_alloc(arena, 2 * nclaims * sizeof *done) : NULL;
+    cx_dedupe_item_t *release = done ? done + nclaims : NULL;
+    for (size_t i = 0; done && i < n; i++) {
+        if (items[i].claim < 0)
+            continue;
+        if (strcmp(items[i].outcome, "processed") == 0)
+            done[ndone++] = claims[items[i].claim];
+        else
+            release[nrel++] = claims[items[i].claim];
+    }
+    if (ndone && rt->dedupe->ops->complete(rt->dedupe, done, ndone, err) != 0) {
+        /* The handlers ran but the store lost the completion: keep it to retry before the
+         * next claims (the redelivery then finds these items done), and answer 503 so the
+         * items whose claims failed are redelivered. */
+        store_down = 1;
+        cx__pending_add(rt, done, ndone);
+        cx_log_record_t r;
+        if (cx_log_begin(&r, rt->log, CX_LOG_ERROR)) {
+            cx_log_set_connector(&r, cname);
+            cx_log_set_correlation_id(&r, cid);
+            cx_log_set_error(&r, CX_EUNAVAILABLE);
+            cx_log_set_msg(&r, "dedupe store unreachable when completing processed items");
+            cx_log_emit(&r);
+        }
+    }
+    if (nrel)
+        rt->dedupe->ops->release(rt->dedupe, release, nrel, err);
+
+    return store_down;
+}
+
+/* Asks the rate limiter about the claimed items (claim >= 0, OWNED; nowned of them) in one
+ * round trip. Returns their results in item order, or NULL when no rule applies or the limiter
+ * did not answer (then workers ask before running them). */
+static cx_ratelimit_result_t *rate_limit_batch(cx_runtime_t *rt, const item_t *items, size_t n,
+                                               const cx_dedupe_item_t *claims, size_t nowned,
+                                               cx_arena_t *arena)
+{
+    (void)claims;
+    cx_ratelimit_request_t *req = cx_arena_alloc(arena, nowned * sizeof *req);
+    cx_ratelimit_check_t *checks = cx_arena_alloc(arena, 2 * nowned * sizeof *checks);
+    char(*keys)[2][CX_RATELIMIT_KEY_MAX + 1] = cx_arena_alloc(arena, nowned * sizeof *keys);
+    cx_ratelimit_result_t *out = cx_arena_alloc(arena, nowned * sizeof *out);
+    if (!req || !checks || !keys || !out || nowned > CX_RATELIMIT_BATCH_MAX)
+        return NULL;
+    size_t k = 0, any = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].claim < 0)
+            continue;
+        req[k].checks = &checks[2 * k];
+        req[k].n = cx__rate_checks(rt, items[i].tenant, items[i].ev->meta->capability,
+                                   &checks[2 * k], keys[k]);
+        any += req[k].n;
+        k++;
+    }
+    if (any == 0)
+        return NULL;
+    cx_error_t err;
+    cx_error_clear(&err);
+    if (rt->ratelimit->ops->acquire(rt->ratelimit, req, k, out, &err) != 0) {
+        cx_log_record_t r;
+        if (cx_log_begin(&r, rt->log, CX_LOG_WARN)) {
+            cx_log_set_error(&r, err.code ? err.code : CX_EUNAVAILABLE);
+            cx_log_set_msg(&r, "rate limiter unreachable: items queued, workers will ask");
+            cx_log_emit(&r);
+        }
+        return NULL;
+    }
+    return out;
+}
+
+/* Queued mode: appends every claimed item to the work queue in one round trip. An item
+ * another delivery holds (IN_PROGRESS) is durably queued or being handled by that delivery:
+ * deduped. Returns 1 when the items could not be made durable: their claims are released (the
+ * provider's redelivery claims them again) and the answer is 503. */
+static int enqueue_claimed(cx_runtime_t *rt, const char *cname, const char *cid, item_t *items,
+                           size_t n, cx_dedupe_item_t *claims, size_t nclaims, cx_arena_t *arena,
+                           cx_error_t *err)
+{
+    cx_queue_payload_t *pl = nclaims ? cx_arena_alloc(arena, nclaims * sizeof *pl) : NULL;
+    cx_dedupe_item_t *rel = nclaims ? cx_arena_alloc(arena, nclaims * sizeof *rel) : NULL;
+    size_t npl = 0, nrel = 0, nowned = 0;
+    int64_t first_ms = 0;
+    for (size_t i = 0; i < n; i++) {
+        item_t *it = &items[i];
+        if (it->claim < 0)
+            continue;
+        if (claims[it->claim].state != CX_CLAIM_OWNED) {
+            it->outcome = "deduped";
+            it->claim = -1;
+            continue;
+        }
+        nowned++;
+    }
+    /* Rate limits: one round trip admits every item now or reserves its slot; a delayed item
+     * goes straight into the schedule, so workers never see it before its time. */
+    cx_ratelimit_result_t *adm = NULL;
+    if (rt->ratelimit && nowned)
+        adm = rate_limit_batch(rt, items, n, claims, nowned, arena);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        item_t *it = &items[i];
+        if (it->claim < 0)
+            continue;
+        cx_dedupe_item_t *cl = &claims[it->claim];
+        const cx_ratelimit_result_t *ad = adm ? &adm[k++] : NULL;
+        if (first_ms == 0)
+            first_ms = cx__now_wall_ms();
+        size_t packed = it->ev->msg ? protobuf_c_message_get_packed_size(it->ev->msg) : 0;
+        uint8_t *ev = pl ? cx_arena_alloc(arena, packed ? packed : 1) : NULL;
+        size_t cap = packed + 2048 + strlen(it->key) + strlen(cid);
+        char *mem = ev ? cx_arena_alloc(arena, cap) : NULL;
+        if (mem == NULL) {
+            fail(it, CX_ELIMIT, 0);
+            if (rel)
+                rel[nrel++] = *cl;
+            it->claim = -1;
+            continue;
+        }
+        protobuf_c_message_pack(it->ev->msg, ev);
+        cx__job_t job = {.connector = cname,
+                         .type = it->ev->meta->full_name,
+                         .capability = it->ev->meta->capability,
+                         .tenant = it->tenant,
+                         .account = it->ev->account_id,
+                         .key = it->key,
+                         .done_ttl_s = cl->done_ttl_s,
+                         .correlation_id = cid,
+                         .first_ms = first_ms,
+                         .event = ev,
+                         .event_len = packed};
+        memcpy(job.token, cl->token, sizeof job.token);
+        uint32_t delay = 0;
+        if (ad) {
+            /* Counted in the buckets (now or at a reserved slot): workers do not ask again.
+             * Over a daily quota nothing was counted: the worker asks when it is due. */
+            if (ad->reserved || ad->delay_ms == 0)
+                job.flags |= CX__JOB_ADMITTED;
+            delay = ad->delay_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ad->delay_ms;
+            if (delay)
+                cx_counter_inc(rt->m_rate_limited, (const char *[]){it->tenant}, 1);
+        }
+        cx_buf_t b;
+        cx_buf_init_fixed(&b, mem, cap);
+        if (cx__job_encode(&job, &b) != 0) {
+            fail(it, CX_ELIMIT, 0);
+            if (rel)
+                rel[nrel++] = *cl;
+            it->claim = -1;
+            continue;
+        }
+        pl[npl++] = (cx_queue_payload_t){b.data, b.len, delay};
+    }
+    int down = 0;
+    if (npl && rt->queue->ops->enqueue(rt->queue, pl, npl, err) != 0) {
+        down = 1;
+        cx_log_record_t r;
+        if (cx_log_begin(&r, rt->log, CX_LOG_ERROR)) {
+            cx_log_set_connector(&r, cname);
+            cx_log_set_correlation_id(&r, cid);
+            cx_log_set_error(&r, CX_EUNAVAILABLE);
+            cx_log_set_msg(&r, "work queue unreachable: items not queued, claims released");
+            cx_log_emit(&r);
+        }
+    }
+    /* Delays longer than the claim's TTL: the claim must outlive them, so a provider
+     * duplicate meanwhile is still deduped (best effort: a lapsed claim is taken again by the
+     * worker, and a duplicate then never runs twice either). */
+    cx_dedupe_item_t *longer = !down && npl ? cx_arena_alloc(arena, npl * sizeof *longer) : NULL;
+    size_t nlonger = 0;
+    uint32_t longest = 0;
+    for (size_t i = 0, p = 0; i < n; i++) {
+        item_t *it = &items[i];
+        if (it->claim < 0)
+            continue;
+        if (down) {
+            fail(it, CX_EUNAVAILABLE, 0);
+            if (rel)
+                rel[nrel++] = claims[it->claim];
+        } else {
+            it->outcome = "queued";
+            uint32_t d = p < npl ? pl[p].delay_ms : 0;
+            if (longer && d > rt->cfg.queued_claim_ttl_ms / 2) {
+                longer[nlonger++] = claims[it->claim];
+                if (d > longest)
+                    longest = d;
+            }
+        }
+        p++;
+        it->claim = -1;
+    }
+    if (nlonger) {
+        cx_error_t lerr;
+        cx_error_clear(&lerr);
+        uint64_t ttl = (uint64_t)longest + rt->cfg.queued_claim_ttl_ms;
+        rt->dedupe->ops->renew(rt->dedupe, longer, nlonger,
+                               ttl > UINT32_MAX ? UINT32_MAX : (uint32_t)ttl, &lerr);
+    }
+    if (nrel) {
+        cx_error_t rerr;
+        cx_error_clear(&rerr);
+        rt->dedupe->ops->release(rt->dedupe, rel, nrel, &rerr);
+    }
+    return down;
+}
+
+/* Dead-letters the items that failed permanently (invalid, unknown account, a handler's
+ * permanent failure). Returns 1 when the dead-letter store could not take them (503: the
+ * redelivery tries again). */
+static int dead_letter_failed(cx_runtime_t *rt, const char *cname, const char *cid,
+                              const cx_request_t *req, item_t *items, size_t n, const char **msgs,
+                              cx_arena_t *arena, cx_error_t *err)
+{
+    size_t nd = 0;
+    for (size_t i = 0; i < n; i++)
+        nd += items[i].outcome && items[i].permanent && strcmp(items[i].outcome, "failed") == 0;
+    if (nd == 0)
+        return 0;
+    cx__dead_item_t *d = cx_arena_alloc(arena, nd * sizeof *d);
+    if (d == NULL)
+        return 1;
+    int64_t now = cx__now_wall_ms();
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        item_t *it = &items[i];
+        if (!(it->outcome && it->permanent && strcmp(it->outcome, "failed") == 0))
+            continue;
+        int invalid = it->rc != CX_EHANDLER_PERMANENT && it->rc != CX_ENOT_IMPLEMENTED;
+        d[k++] =
+            (cx__dead_item_t){.connector = cname,
+                              .ev = it->ev,
+                              .tenant = it->tenant,
+                              .key = it->key,
+                              .done_ttl_s = it->ev->meta ? it->ev->meta->dedupe_ttl_seconds : 0,
+                              .correlation_id = cid,
+                              .reason = invalid ? "invalid" : "permanent",
+                              .code = it->rc,
+                              .message = msgs && msgs[i] ? msgs[i] : it->ev->error_detail,
+                              .attempts = invalid ? 0 : 1,
+                              .first_ms = now,
+                              .index = i};
+    }
+    return cx__dead_letter_items(rt, d, nd, req->body, req->body_len, err) != 0;
 }
 
 int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_request_t *req,
@@ -380,7 +694,7 @@ int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_reque
             fail(it, CX_EUNKNOWN_ACCOUNT, 1);
             continue;
         }
-        stamp_tenant(it->ev->msg, it->tenant);
+        cx__stamp_tenant(it->ev->msg, it->tenant);
         cx_violations_t v = {vbuf, 4, 0};
         if (cx_validate(it->ev->meta, it->ev->msg, &v) != 0) {
             char why[160];
@@ -423,8 +737,8 @@ int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_reque
         nclaims++;
     }
     int store_down = 0;
-    if (nclaims && rt->dedupe->ops->claim(rt->dedupe, claims, nclaims, rt->cfg.processing_ttl_ms,
-                                          &err) != 0) {
+    uint32_t claim_ttl = rt->queued ? rt->cfg.queued_claim_ttl_ms : rt->cfg.processing_ttl_ms;
+    if (nclaims && rt->dedupe->ops->claim(rt->dedupe, claims, nclaims, claim_ttl, &err) != 0) {
         store_down = 1;
         for (size_t i = 0; i < n; i++)
             if (items[i].claim >= 0) {
@@ -433,108 +747,40 @@ int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_reque
             }
     }
 
-    /* Handlers, inline. */
+    const char **msgs = NULL;
+    if (rt->queued)
+        store_down |= enqueue_claimed(rt, cname, cid, items, n, claims, nclaims, &arena, &err);
+    else
+        store_down |= run_inline(rt, cname, cid, items, n, claims, nclaims, &arena, &msgs, &err);
+    store_down |= dead_letter_failed(rt, cname, cid, req, items, n, msgs, &arena, &err);
+
+    unsigned processed = 0, queued = 0, deduped = 0, failed = 0, transient = 0;
     for (size_t i = 0; i < n; i++) {
         item_t *it = &items[i];
-        if (it->claim < 0)
-            continue;
-        cx_dedupe_item_t *cl = &claims[it->claim];
-        if (cl->state == CX_CLAIM_DONE) {
-            it->outcome = "deduped";
-            it->claim = -1;
-            continue;
-        }
-        if (cl->state != CX_CLAIM_OWNED) { /* another process holds it right now */
-            fail(it, CX_EIN_PROGRESS, 0);
-            it->claim = -1;
-            continue;
-        }
-        const cx_handler_t *h = handler_for(rt, it->ev->meta->capability);
-        double h0 = mono_ms_f();
-        int hrc;
-        if (h == NULL) {
-            hrc = CX_ENOT_IMPLEMENTED;
-        } else {
-            cx_item_t view = {it->ev, cname, it->tenant, it->key, cid,
-                              cx__mono_ms() + rt->cfg.handler_deadline_ms};
-            cx_error_t herr;
-            cx_error_clear(&herr);
-            hrc = h->fn(h->ud, &view, &herr);
-        }
-        it->latency_ms = mono_ms_f() - h0;
-        cx__observe_handler(rt, cname, it->ev->meta->capability, it->latency_ms);
-        if (hrc == 0) {
-            it->outcome = "processed";
-            if (it->latency_ms > rt->cfg.handler_deadline_ms) {
-                cx_log_record_t r;
-                if (cx_log_begin(&r, rt->log, CX_LOG_WARN)) {
-                    cx_log_set_connector(&r, cname);
-                    cx_log_set_correlation_id(&r, cid);
-                    cx_log_set_dedupe_key(&r, it->key);
-                    cx_log_set_latency_ms(&r, it->latency_ms);
-                    cx_log_set_msg(&r, "handler exceeded its deadline; its claim may have lapsed");
-                    cx_log_emit(&r);
-                }
-            }
-        } else {
-            fail(it, hrc == CX_EHANDLER_PERMANENT || hrc == CX_ENOT_IMPLEMENTED ? hrc : CX_EHANDLER,
-                 hrc == CX_EHANDLER_PERMANENT || hrc == CX_ENOT_IMPLEMENTED);
-        }
-    }
-
-    /* One round trip completes the processed items, one more releases the failed ones so the
-     * provider's redelivery can run them again. */
-    size_t ndone = 0, nrel = 0;
-    cx_dedupe_item_t *done = nclaims ? cx_arena_alloc(&arena, 2 * nclaims * sizeof *done) : NULL;
-    cx_dedupe_item_t *release = done ? done + nclaims : NULL;
-    for (size_t i = 0; done && i < n; i++) {
-        if (items[i].claim < 0)
-            continue;
-        if (strcmp(items[i].outcome, "processed") == 0)
-            done[ndone++] = claims[items[i].claim];
-        else
-            release[nrel++] = claims[items[i].claim];
-    }
-    if (ndone && rt->dedupe->ops->complete(rt->dedupe, done, ndone, &err) != 0) {
-        /* The handlers ran but the store lost the completion: keep it to retry before the
-         * next claims (the redelivery then finds these items done), and answer 503 so the
-         * items whose claims failed are redelivered. */
-        store_down = 1;
-        cx__pending_add(rt, done, ndone);
-        cx_log_record_t r;
-        if (cx_log_begin(&r, rt->log, CX_LOG_ERROR)) {
-            cx_log_set_connector(&r, cname);
-            cx_log_set_correlation_id(&r, cid);
-            cx_log_set_error(&r, CX_EUNAVAILABLE);
-            cx_log_set_msg(&r, "dedupe store unreachable when completing processed items");
-            cx_log_emit(&r);
-        }
-    }
-    if (nrel)
-        rt->dedupe->ops->release(rt->dedupe, release, nrel, &err);
-
-    unsigned processed = 0, deduped = 0, failed = 0, transient = 0;
-    for (size_t i = 0; i < n; i++) {
-        item_t *it = &items[i];
+        const char *cap = it->ev->meta ? it->ev->meta->capability : "unknown";
         if (strcmp(it->outcome, "processed") == 0)
             processed++;
         else if (strcmp(it->outcome, "deduped") == 0)
             deduped++;
+        else if (strcmp(it->outcome, "queued") == 0)
+            queued++;
         else {
             failed++;
             transient += !it->permanent;
         }
-        cx__count_item(rt, cname, it->ev->meta ? it->ev->meta->capability : "unknown",
-                       it->outcome, it->rc ? cx__code_name(it->rc) : NULL);
+        if (it->outcome[0] == 'q')
+            cx_counter_inc(rt->m_queued, (const char *[]){cname, cap ? cap : "unknown"}, 1);
+        else
+            cx__count_item(rt, cname, cap, it->outcome, it->rc ? cx__code_name(it->rc) : NULL);
         log_item(rt, cname, cid, i, it);
     }
     int status = (transient || store_down) ? 503 : 200;
     resp->status = status;
     resp->content_type = "application/json";
-    write_results(resp->body, cid, status == 200, items, n, processed, deduped, failed);
+    write_results(resp->body, cid, status == 200, items, n, processed, queued, deduped, failed);
     if (cx_buf_error(resp->body)) { /* a results list too long for the response buffer */
         cx_buf_reset(resp->body);
-        write_results(resp->body, cid, status == 200, items, 0, processed, deduped, failed);
+        write_results(resp->body, cid, status == 200, items, 0, processed, queued, deduped, failed);
     }
     double total = mono_ms_f() - t0;
     cx_log_record_t r;
@@ -546,6 +792,7 @@ int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_reque
         cx_log_set_latency_ms(&r, total);
         cx_log_set_int(&r, "items", (int64_t)n);
         cx_log_set_int(&r, "processed", processed);
+        cx_log_set_int(&r, "queued", queued);
         cx_log_set_int(&r, "deduped", deduped);
         cx_log_set_int(&r, "failed", failed);
         cx_log_set_msg(&r, "request handled");

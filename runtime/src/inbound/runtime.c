@@ -44,9 +44,10 @@ int cx_runtime_create(const cx_runtime_config_t *cfg, cx_runtime_t **out, cx_err
         return cx_error_set(err, CX_ENOMEM, NULL, NULL);
     rt->cfg = *cfg;
     pthread_mutex_init(&rt->pending_mu, NULL);
+    pthread_mutex_init(&rt->workers_mu, NULL);
+    pthread_mutex_init(&rt->gauge_mu, NULL);
     snprintf(rt->service, sizeof rt->service, "%s", cfg->service ? cfg->service : "cx");
-    snprintf(rt->environment, sizeof rt->environment, "%s",
-             cx_environment_name(cfg->environment));
+    snprintf(rt->environment, sizeof rt->environment, "%s", cx_environment_name(cfg->environment));
     rt->cfg.service = rt->service;
     if (rt->cfg.max_body_bytes == 0)
         rt->cfg.max_body_bytes = 1u << 20;
@@ -111,6 +112,8 @@ int cx_runtime_create(const cx_runtime_config_t *cfg, cx_runtime_t **out, cx_err
         }
     }
     rt->cfg.pseudonym_key = NULL;
+    if ((rc = cx__durable_init(rt, err)) != 0)
+        goto fail;
     *out = rt;
     return 0;
 fail:
@@ -122,6 +125,7 @@ void cx_runtime_destroy(cx_runtime_t *rt)
 {
     if (rt == NULL)
         return;
+    cx__durable_free(rt); /* stops the workers first: they use everything below */
     if (rt->own_dedupe)
         cx_dedupe_store_destroy(rt->dedupe);
     if (rt->own_metrics)
@@ -139,6 +143,8 @@ void cx_runtime_destroy(cx_runtime_t *rt)
     free(rt->accounts);
     cx__pending_free(rt);
     pthread_mutex_destroy(&rt->pending_mu);
+    pthread_mutex_destroy(&rt->workers_mu);
+    pthread_mutex_destroy(&rt->gauge_mu);
     memset(rt->pseudonym_key, 0, sizeof rt->pseudonym_key);
     free(rt);
 }
@@ -314,9 +320,18 @@ int cx_runtime_boot(cx_runtime_t *rt, cx_error_t *err)
                 }
             }
         }
+        if (rt->queued && rt->own_queue) {
+            snprintf(msg, sizeof msg,
+                     "refusing to start: %s in queued mode needs a shared work queue (Redis); "
+                     "configure redis",
+                     rt->environment);
+            boot_line(rt, CX_LOG_ERROR, CX_ECONFIG, msg);
+            return cx_error_set(err, CX_ECONFIG, "redis", "%s", msg);
+        }
         cx_error_t perr;
         cx_error_clear(&perr);
-        if (rt->dedupe->ops->ping(rt->dedupe, &perr) != 0) {
+        if (rt->dedupe->ops->ping(rt->dedupe, &perr) != 0 ||
+            (rt->queued && rt->queue->ops->ping(rt->queue, &perr) != 0)) {
             snprintf(msg, sizeof msg, "refusing to start: Redis unreachable (%s)", perr.message);
             boot_line(rt, CX_LOG_ERROR, CX_EUNAVAILABLE, msg);
             return cx_error_set(err, CX_EUNAVAILABLE, "redis", "%s", msg);
@@ -358,7 +373,8 @@ int cx_runtime_ready(cx_runtime_t *rt)
 {
     cx_error_t err;
     cx_error_clear(&err);
-    return rt->dedupe->ops->ping(rt->dedupe, &err) == 0;
+    return rt->dedupe->ops->ping(rt->dedupe, &err) == 0 &&
+           (!rt->queued || rt->queue->ops->ping(rt->queue, &err) == 0);
 }
 
 cx_metrics_t *cx_runtime_metrics(cx_runtime_t *rt)

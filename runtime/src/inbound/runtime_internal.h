@@ -7,15 +7,28 @@
 
 #include "core/secrets.h"
 #include "cx/runtime.h"
+#include "cx/queue.h"
 
 #define CX__MAX_CONNECTORS 64
 #define CX__MAX_HANDLERS 32
+#define CX__DEAD_SEEN_MAX 64
 
 typedef struct cx_handler_s {
     char capability[32];
     cx_handler_fn fn;
     void *ud;
 } cx_handler_t;
+
+/* A rate-limit rule, copied (cx_rate_limit_rule_t). */
+typedef struct cx__rule_s {
+    char *tenant;     /* NULL = every tenant */
+    char *capability; /* NULL = all capabilities */
+    uint64_t interval_us;
+    uint32_t burst;
+    uint64_t per_day;
+} cx__rule_t;
+
+struct cx__workers_s; /* workers.c */
 
 typedef struct cx_account_s {
     char *connector;
@@ -53,11 +66,33 @@ struct cx_runtime_s {
     atomic_size_t n_pending;
     cx_dedupe_item_t *pending;
     size_t cap_pending;
+    /* Durable processing (workers.c, dead_letters.c). */
+    int queued; /* handler mode resolved at create */
+    cx_queue_t *queue;
+    int own_queue;
+    cx_dlq_t *dlq;
+    int own_dlq;
+    cx_ratelimit_t *ratelimit; /* NULL: no rules */
+    int own_ratelimit;
+    cx__rule_t *rules;
+    size_t n_rules;
+    char consumer[CX_QUEUE_CONSUMER_MAX + 1];
+    cx_counter_t *m_queued;       /* events_queued_total{connector,capability} */
+    cx_counter_t *m_retried;      /* events_retried_total{connector,capability} */
+    cx_counter_t *m_rate_limited; /* rate_limited_total{tenant} */
+    cx_gauge_t *g_depth, *g_pending, *g_scheduled, *g_oldest;
+    cx_gauge_t *g_dead;         /* dead_letters{connector,capability} */
+    pthread_mutex_t workers_mu; /* workers */
+    struct cx__workers_s *workers;
+    pthread_mutex_t gauge_mu;  /* dead_seen */
+    cx_dlq_count_t *dead_seen; /* groups the dead_letters gauge has shown (CX__DEAD_SEEN_MAX) */
+    size_t n_dead_seen;
 };
 
 #define CX__MAX_PENDING 65536
 
-int64_t cx__mono_ms(void);
+/* Monotonic milliseconds (stores/durable_common.c). */
+int64_t cx__mono_now_ms(void);
 const char *cx__code_name(int rc);
 const char *cx__accounts_lookup(const cx_runtime_t *rt, const char *connector,
                                 const char *account_id);
@@ -69,5 +104,47 @@ void cx__pending_flush(cx_runtime_t *rt);
 void cx__pending_free(cx_runtime_t *rt);
 void cx__observe_handler(cx_runtime_t *rt, const char *connector, const char *capability,
                          double ms);
+
+/* Sets the message's tenant_id field (when its type has one). */
+void cx__stamp_tenant(ProtobufCMessage *msg, const char *tenant);
+/* The handler of a capability ("*" as the fallback), or NULL. */
+const cx_handler_t *cx__handler_for(const cx_runtime_t *rt, const char *capability);
+
+/* Durable processing (workers.c). */
+/* The rate-limit buckets of an item: the tenant's and the tenant's for this capability, each
+ * from the most specific matching rule (keys are written into keys). Returns how many. */
+size_t cx__rate_checks(const cx_runtime_t *rt, const char *tenant, const char *capability,
+                       cx_ratelimit_check_t *c, char keys[2][CX_RATELIMIT_KEY_MAX + 1]);
+int cx__durable_init(cx_runtime_t *rt, cx_error_t *err);
+void cx__durable_free(cx_runtime_t *rt);
+/* Wall-clock Unix milliseconds. */
+int64_t cx__now_wall_ms(void);
+
+/* One item the pipeline dead-letters (dead_letters.c). Borrowed for the call. */
+typedef struct cx__dead_item_s {
+    const char *id; /* NULL: derived from key, else from body hash + index */
+    const char *connector;
+    const cx_event_t *ev; /* msg may be NULL */
+    const char *tenant;
+    const char *key;
+    const char *token; /* the claim to release, or NULL */
+    uint32_t done_ttl_s;
+    const char *correlation_id;
+    const char *reason; /* "permanent", "exhausted", "invalid" */
+    int code;
+    const char *message;
+    uint32_t attempts;
+    int64_t first_ms;
+    size_t index;
+} cx__dead_item_t;
+
+/* Writes dead letters for n items (one store call each); body/body_len hash the ids of items
+ * without a key. Returns 0 or the first store error (the caller answers 503). */
+int cx__dead_letter_items(cx_runtime_t *rt, const cx__dead_item_t *items, size_t n,
+                          const char *body, size_t body_len, cx_error_t *err);
+/* Stores one encoded dead letter (record already built) and counts it. */
+int cx__dead_letter_put(cx_runtime_t *rt, const char *id, const char *connector,
+                        const char *capability, int64_t dead_ms, const void *rec, size_t len,
+                        cx_error_t *err);
 
 #endif

@@ -36,7 +36,7 @@
 
 #include "cx/metrics.h"
 
-enum { KIND_COUNTER, KIND_HISTOGRAM };
+enum { KIND_COUNTER, KIND_HISTOGRAM, KIND_GAUGE };
 
 #define TABLE_MIN_SLOTS 16
 #define DROPPED_NAME "metrics_series_dropped_total"
@@ -44,7 +44,7 @@ enum { KIND_COUNTER, KIND_HISTOGRAM };
 typedef struct series_s {
     uint64_t hash;
     const char **values;        /* n_labels strings then NULL, stored after the struct */
-    _Atomic uint64_t value;     /* counter */
+    _Atomic uint64_t value;     /* counter; gauge: the bits of a double */
     _Atomic uint64_t sum_bits;  /* histogram: the sum, as the bits of a double */
     _Atomic uint64_t buckets[]; /* histogram: n_buckets + 1 (+Inf last), not cumulative */
 } series_t;
@@ -80,6 +80,9 @@ struct cx_counter_s {
     metric_t m;
 };
 struct cx_histogram_s {
+    metric_t m;
+};
+struct cx_gauge_s {
     metric_t m;
 };
 
@@ -575,6 +578,39 @@ cx_histogram_t *cx_metrics_histogram(cx_metrics_t *reg, const char *name, const 
     return (cx_histogram_t *)m;
 }
 
+cx_gauge_t *cx_metrics_gauge(cx_metrics_t *reg, const char *name, const char *help,
+                             const char *const *labels)
+{
+    metric_t *m;
+    metric_register(reg, KIND_GAUGE, name, help, labels, NULL, 0, &m);
+    return (cx_gauge_t *)m;
+}
+
+void cx_gauge_set(cx_gauge_t *g, const char *const *values, double value)
+{
+    if (g == NULL || isnan(value) || (values == NULL && g->m.n_labels > 0))
+        return;
+    series_t *s = series_of(&g->m, values, 1);
+    if (s == NULL)
+        return;
+    uint64_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    atomic_store_explicit(&s->value, bits, memory_order_relaxed);
+}
+
+double cx_gauge_value(cx_gauge_t *g, const char *const *values)
+{
+    if (g == NULL || (values == NULL && g->m.n_labels > 0))
+        return 0;
+    series_t *s = series_of(&g->m, values, 0);
+    if (s == NULL)
+        return 0;
+    uint64_t bits = atomic_load_explicit(&s->value, memory_order_relaxed);
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
 int cx_metrics_new(const cx_metrics_config_t *cfg, cx_metrics_t **out)
 {
     if (out == NULL)
@@ -825,9 +861,22 @@ static int render_metric(metric_t *m, cx_buf_t *out)
     cx_buf_printf(out, "# HELP %s ", m->name);
     put_escaped(out, m->help, 0);
     cx_buf_printf(out, "\n# TYPE %s %s\n", m->name,
-                  m->kind == KIND_COUNTER ? "counter" : "histogram");
+                  m->kind == KIND_COUNTER ? "counter"
+                  : m->kind == KIND_GAUGE ? "gauge"
+                                          : "histogram");
     for (size_t i = 0; i < n; i++) {
         series_t *s = list[i];
+        if (m->kind == KIND_GAUGE) {
+            uint64_t bits = atomic_load_explicit(&s->value, memory_order_relaxed);
+            double v;
+            memcpy(&v, &bits, sizeof v);
+            char num[40];
+            format_double(v, num);
+            cx_buf_puts(out, m->name);
+            put_labels(out, m, s, NULL);
+            cx_buf_printf(out, " %s\n", num);
+            continue;
+        }
         if (m->kind == KIND_COUNTER) {
             cx_buf_puts(out, m->name);
             put_labels(out, m, s, NULL);

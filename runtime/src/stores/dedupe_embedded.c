@@ -471,6 +471,64 @@ static int embedded_release(cx_dedupe_store_t *base, cx_dedupe_item_t *items, si
     return 0;
 }
 
+static int embedded_renew(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size_t n,
+                          uint32_t ttl_ms, cx_error_t *err)
+{
+    embedded_store_t *s = (embedded_store_t *)base;
+    int rc = cx__dedupe_check_batch(items, n, err);
+    if (rc != 0)
+        return rc;
+    if (ttl_ms == 0)
+        return cx_error_set(err, CX_EINVAL, "ttl_ms", "renew TTL is 0");
+    /* States are applied at the end, so a failed call leaves every item as it was. */
+    unsigned char *states = n ? s->alloc.alloc(s->alloc.ud, n) : NULL;
+    if (n && states == NULL)
+        return cx_error_set(err, CX_ENOMEM, NULL, "embedded dedupe store: out of memory");
+    int64_t now = now_ms();
+    int64_t expires = now + ttl_ms;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        cx_dedupe_item_t *it = &items[i];
+        size_t len;
+        states[i] = (unsigned char)it->state;
+        if (cx__dedupe_check_owned(it, &len) != 0) {
+            it->rc = CX_EINVAL;
+            continue;
+        }
+        it->rc = 0;
+        uint64_t h = hash_of(s, it->key, len);
+        stripe_t *st = stripe_of(s, h);
+        pthread_mutex_lock(&st->mu);
+        bool found = false;
+        size_t slot = st->slots ? find(st, h, it->key, len, &found) : 0;
+        entry_t *e = found ? &st->slots[slot] : NULL;
+        if (e && e->expires_ms <= now) {
+            e->state = E_PROCESSING; /* lapsed, nobody took it: ours again */
+            e->expires_ms = expires;
+            memcpy(e->token, it->token, CX__DEDUPE_TOKEN_LEN);
+        } else if (e && e->state == E_DONE) {
+            states[i] = CX_CLAIM_DONE;
+        } else if (e && memcmp(e->token, it->token, CX__DEDUPE_TOKEN_LEN) != 0) {
+            states[i] = CX_CLAIM_IN_PROGRESS;
+        } else if (e) {
+            e->expires_ms = expires;
+        } else {
+            rc = insert(s, st, h, it, len, now, expires);
+        }
+        pthread_mutex_unlock(&st->mu);
+    }
+    if (rc == 0)
+        for (size_t i = 0; i < n; i++)
+            items[i].state = (cx_claim_state_t)states[i];
+    if (states)
+        s->alloc.free(s->alloc.ud, states);
+    if (rc == CX_ENOSPC)
+        return cx_error_set(err, rc, NULL, "embedded dedupe store full (max_keys %zu)",
+                            s->max_keys);
+    if (rc != 0)
+        return cx_error_set(err, rc, NULL, "embedded dedupe store: out of memory");
+    return 0;
+}
+
 static int embedded_ping(cx_dedupe_store_t *base, cx_error_t *err)
 {
     (void)base;
@@ -504,6 +562,7 @@ static const cx_dedupe_store_ops_t EMBEDDED_OPS = {
     .release = embedded_release,
     .ping = embedded_ping,
     .destroy = embedded_destroy,
+    .renew = embedded_renew,
 };
 
 int cx_dedupe_store_embedded_ex(const char *environment, const cx_dedupe_embedded_options_t *opts,

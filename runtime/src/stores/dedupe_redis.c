@@ -93,6 +93,28 @@ static const char RELEASE_LUA[] = "local out = {}\n"
                                   "end\n"
                                   "return out\n";
 
+/* KEYS[i]: full keys. ARGV[1]: TTL in ms; ARGV[1 + i]: KEYS[i]'s token. Returns one integer
+ * per key: 1 OWNED (renewed, or claimed again when absent), 2 DONE, 3 IN_PROGRESS. */
+static const char RENEW_LUA[] =
+    "local ttl = ARGV[1]\n"
+    "local out = {}\n"
+    "for i = 1, #KEYS do\n"
+    "  local v = 'v1|processing|' .. ARGV[i + 1]\n"
+    "  local cur = redis.pcall('GET', KEYS[i])\n"
+    "  if cur == v then\n"
+    "    redis.call('PEXPIRE', KEYS[i], ttl)\n"
+    "    out[i] = 1\n"
+    "  elseif cur == false then\n"
+    "    redis.call('SET', KEYS[i], v, 'PX', ttl)\n"
+    "    out[i] = 1\n"
+    "  elseif type(cur) == 'string' and string.sub(cur, 1, 14) == 'v1|processing|' then\n"
+    "    out[i] = 3\n"
+    "  else\n"
+    "    out[i] = 2\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
 typedef struct redis_store_s {
     cx_dedupe_store_t base; /* first: the public view */
     size_t prefix_len;
@@ -100,6 +122,7 @@ typedef struct redis_store_s {
     cx__redis_script_t claim;
     cx__redis_script_t complete;
     cx__redis_script_t release;
+    cx__redis_script_t renew;
 } redis_store_t;
 
 /* The arguments of one script call, built in one allocation. */
@@ -311,6 +334,62 @@ static int redis_release(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size_
     return redis_finish((redis_store_t *)base, items, n, false, err);
 }
 
+static int redis_renew(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size_t n,
+                       uint32_t ttl_ms, cx_error_t *err)
+{
+    redis_store_t *s = (redis_store_t *)base;
+    int rc = cx__dedupe_check_batch(items, n, err);
+    if (rc != 0)
+        return rc;
+    if (ttl_ms == 0)
+        return cx_error_set(err, CX_EINVAL, "ttl_ms", "renew TTL is 0");
+    size_t m = 0, keybytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        items[i].rc = cx__dedupe_check_owned(&items[i], &len);
+        if (items[i].rc == 0) {
+            m++;
+            keybytes += s->prefix_len + len;
+        }
+    }
+    if (m == 0)
+        return 0;
+    call_t c;
+    rc = call_init(&c, m, keybytes, m + 1, 1, err);
+    if (rc != 0)
+        return rc;
+    char *cursor = c.keybuf;
+    int ttl_len = snprintf(c.numbuf, 16, "%u", (unsigned)ttl_ms);
+    c.args[0] = c.numbuf;
+    c.arglens[0] = (size_t)ttl_len;
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].rc != 0)
+            continue;
+        c.idx[j] = i;
+        call_key(&c, j, &cursor, s, items[i].key, strlen(items[i].key));
+        c.args[1 + j] = items[i].token;
+        c.arglens[1 + j] = CX__DEDUPE_TOKEN_LEN;
+        j++;
+    }
+    redisReply *r = NULL;
+    rc = cx__redis_eval(s->pool, &s->renew, m, c.keys, c.keylens, m + 1, c.args, c.arglens, &r,
+                        err);
+    if (rc == 0)
+        rc = reply_ints(s, r, m, "renew", err);
+    if (rc == 0) {
+        for (j = 0; j < m; j++) {
+            long long v = r->element[j]->integer;
+            items[c.idx[j]].state = v == 1   ? CX_CLAIM_OWNED
+                                    : v == 3 ? CX_CLAIM_IN_PROGRESS
+                                             : CX_CLAIM_DONE;
+        }
+    }
+    freeReplyObject(r);
+    free(c.mem);
+    return rc;
+}
+
 static int redis_ping(cx_dedupe_store_t *base, cx_error_t *err)
 {
     redis_store_t *s = (redis_store_t *)base;
@@ -346,6 +425,7 @@ static const cx_dedupe_store_ops_t REDIS_OPS = {
     .release = redis_release,
     .ping = redis_ping,
     .destroy = redis_destroy,
+    .renew = redis_renew,
 };
 
 int cx_dedupe_store_redis(const char *environment, const cx_redis_options_t *opts,
@@ -366,7 +446,8 @@ int cx_dedupe_store_redis(const char *environment, const cx_redis_options_t *opt
     s->prefix_len = strlen(prefix);
     if (cx__redis_script_init(&s->claim, CLAIM_LUA) != 0 ||
         cx__redis_script_init(&s->complete, COMPLETE_LUA) != 0 ||
-        cx__redis_script_init(&s->release, RELEASE_LUA) != 0) {
+        cx__redis_script_init(&s->release, RELEASE_LUA) != 0 ||
+        cx__redis_script_init(&s->renew, RENEW_LUA) != 0) {
         free(s);
         return cx_error_set(err, CX_ECRYPTO, NULL, "cannot hash the dedupe scripts");
     }
