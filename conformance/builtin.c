@@ -12,11 +12,18 @@
 
 #include "test_connector.h"
 
+#include "instagram/instagram.h"
+#include "messenger/messenger.h"
+#include "whatsapp/whatsapp.h"
+
 /* create-connector: adapter declarations (keep this line) */
 
 static const cx_conf_builtin_t BUILTINS[] = {
     /* The reference connector of the SDK's own tests (tests/support/test_connector.c). */
     {"test", cx_test_connector, "tests/conformance/fixtures/test"},
+    {"whatsapp", cx_whatsapp_connector, "fixtures/whatsapp"},
+    {"instagram", cx_instagram_connector, "fixtures/instagram"},
+    {"messenger", cx_messenger_connector, "fixtures/messenger"},
     /* create-connector: built-in adapters (keep this line) */
 };
 

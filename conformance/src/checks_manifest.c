@@ -290,6 +290,17 @@ void cx_conf__check_manifest_inbound_auth(const cx_conf_suite_t *s, cx_conf_resu
     }
 }
 
+/* Adds a capability id to the covered set once (a 1,000-item batch must not fill the set with
+ * one id and hide the others). */
+static void cover(char covered[][64], size_t *n, size_t cap, const char *id)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(covered[i], id) == 0)
+            return;
+    if (*n < cap)
+        snprintf(covered[(*n)++], 64, "%s", id);
+}
+
 void cx_conf__check_manifest_fixtures(const cx_conf_suite_t *s, cx_conf_result_t *r)
 {
     const cx_manifest_t *m = s->c->manifest;
@@ -300,8 +311,8 @@ void cx_conf__check_manifest_fixtures(const cx_conf_suite_t *s, cx_conf_result_t
     for (size_t i = 0; i < s->n_cases; i++) {
         const cx_conf_case_t *c = &s->cases[i];
         if (c->kind == CX_CONF_CASE_COMMAND) {
-            if (ncov < 64)
-                snprintf(covered[ncov++], 64, "%s", c->capability);
+            if (c->capability[0])
+                cover(covered, &ncov, 64, c->capability);
             continue;
         }
         if (!cx_conf__is_webhook(c))
@@ -316,8 +327,8 @@ void cx_conf__check_manifest_fixtures(const cx_conf_suite_t *s, cx_conf_result_t
         cx_conf_parsed_t p;
         if (cx_conf__parse(s, e.rt, c, &c->req, c->now, &p) == 0) {
             for (size_t k = 0; k < p.n; k++)
-                if (p.ev[k].meta && p.ev[k].meta->capability && ncov < 64)
-                    snprintf(covered[ncov++], 64, "%s", p.ev[k].meta->capability);
+                if (p.ev[k].meta && p.ev[k].meta->capability)
+                    cover(covered, &ncov, 64, p.ev[k].meta->capability);
             cx_conf__parsed_free(&p);
         }
         json_t *events = c->expect ? json_object_get(c->expect, "events") : NULL;
@@ -326,8 +337,8 @@ void cx_conf__check_manifest_fixtures(const cx_conf_suite_t *s, cx_conf_result_t
         json_array_foreach(events, k, ev)
         {
             const char *cap = json_string_value(json_object_get(ev, "capability"));
-            if (cap && ncov < 64)
-                snprintf(covered[ncov++], 64, "%s", cap);
+            if (cap)
+                cover(covered, &ncov, 64, cap);
         }
         cx_conf__env_close(&e);
     }

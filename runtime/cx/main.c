@@ -94,34 +94,25 @@ static const command_t COMMANDS[] = {
      "  cx validate cx.messaging.v1.DirectMessage message.json\n"
      "  echo '{\"messageId\": \"m1\"}' | cx validate cx.messaging.v1.direct_message -\n"},
     {"dlq", cx_dlq_cli, "list, show, replay or purge dead letters",
+     /* the same text as `cx dlq --help` (runtime/src/inbound/dlq_cli.c) */
      "usage: cx dlq list   [--limit N] [--offset N] [--json]\n"
      "       cx dlq show   ID\n"
      "       cx dlq replay ID... | --all\n"
      "       cx dlq purge  ID... | --all | --before UNIX_SECONDS\n"
-     "options: --redis HOST:PORT (CX_REDIS), --env ENV (CX_ENV), --redis-password-file FILE,\n"
-     "         --queue NAME, --secrets DIR, --account CONNECTOR:ACCOUNT_ID=TENANT\n"
+     "options: --redis HOST:PORT (CX_REDIS)   --env development|staging|production (CX_ENV)\n"
+     "         --redis-password-file FILE      --queue NAME (default inbound)\n"
+     "         --secrets DIR (CX_SECRETS_DIR)  --account CONNECTOR:ACCOUNT_ID=TENANT ...\n"
      "\n"
-     "Dead letters (docs/durable-processing.md): items that failed permanently, were invalid\n"
-     "or exhausted their retries, with their canonical event. replay goes through the dedupe\n"
-     "claim and queues the item for the workers of `cx serve`. See cx dlq --help.\n"
+     "Dead letters are items that failed permanently, were invalid, or exhausted their retries.\n"
+     "list prints the oldest first; show prints one with its canonical event as JSON (it holds\n"
+     "personal data: for operators, not for logs). replay claims the item's dedupe key (a replay\n"
+     "and a provider duplicate never both run) and queues it for the workers of `cx serve`;\n"
+     "purge removes dead letters. Exit codes: 0 ok, 1 some item not found or not replayed,\n"
+     "2 usage, 69 Redis unavailable, 78 configuration.\n"
      "\n"
      "examples:\n"
      "  cx dlq list --redis 127.0.0.1:6379 --env production\n"
-     "  cx dlq replay --all --redis 127.0.0.1:6379 --env production\n"},
-    {"audit", cx_audit_cli, "verify or show the audit trail",
-     "usage: cx audit verify [--tenant T] STORE KEY\n"
-     "       cx audit show --correlation-id ID [--tenant T] STORE KEY\n"
-     "       cx audit retain --max-age DAYS [--tenant T] STORE KEY\n"
-     "  STORE: --dir DIR [--checkpoint-dir DIR] | --redis HOST:PORT [--env ENV]\n"
-     "  KEY:   --secrets DIR (runtime/audit_key); CX_AUDIT_DIR, CX_REDIS, CX_ENV, CX_SECRETS_DIR\n"
-     "\n"
-     "verify checks every record's HMAC chain and the signed checkpoint: an edited, deleted,\n"
-     "reordered, forged or truncated record is reported with its sequence number (exit 1).\n"
-     "See docs/audit.md.\n"
-     "\n"
-     "examples:\n"
-     "  cx audit verify --dir /var/lib/cx/audit --secrets /run/secrets/cx\n"
-     "  cx audit show --correlation-id 9f1c2d --redis 127.0.0.1:6379 --env production\n"},
+     "  cx dlq replay 'dm:whatsapp:123:msg:wamid.X' --redis 127.0.0.1:6379 --env production\n"},
     {"version", cx_cmd_version, "print the version, schema-set digest and git commit",
      "usage: cx version\n"
      "\n"

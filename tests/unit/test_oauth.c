@@ -205,7 +205,7 @@ static int teardown(void **state)
 static void remember(fx_t *f, const char *s)
 {
     if (f->nsecrets < 8)
-        snprintf(f->secrets[f->nsecrets++], sizeof f->secrets[0], "%s", s);
+        snprintf(f->secrets[f->nsecrets++], sizeof f->secrets[0], "%.127s", s);
 }
 
 /* Stores a token expiring in expires_in seconds (relative to the injected clock). */
@@ -1057,7 +1057,7 @@ static void test_two_processes_sixteen_threads_each_one_refresh(void **state)
     int nd = 0;
     while (fgets(line, sizeof line, rf)) {
         if (strncmp(line, "ok ", 3) == 0 && nd < P * T) {
-            snprintf(digests[nd++], sizeof digests[0], "%s", line + 3);
+            snprintf(digests[nd++], sizeof digests[0], "%.79s", line + 3);
             ok++;
         } else {
             print_message("refresher: %s", line);

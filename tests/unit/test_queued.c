@@ -1034,6 +1034,83 @@ static int read_counts(const char *path, int *per_item, int n, pid_t *first_pid)
     return lines;
 }
 
+/* Appends "KILL <pid>" to the count file once pid is dead (the order of the file is the order
+ * of the writes). */
+static void mark_kill(const char *path, pid_t pid)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    char line[32];
+    int n = snprintf(line, sizeof line, "KILL %ld\n", (long)pid);
+    assert_int_equal(write(fd, line, (size_t)n), n);
+    close(fd);
+}
+
+/* Duplicates in the count file, and how many of them are the one window exactly-once cannot
+ * close: a process SIGKILLed after a handler returned and before its completion reached Redis.
+ * Such a duplicate's first run is one of the last lines its process wrote before the KILL
+ * marker (`recent` of them: a few per thread); anything else is a real double run. */
+static void classify_duplicates(const char *path, int n, int recent, int *dups, int *window)
+{
+    *dups = *window = 0;
+    int *per = calloc((size_t)n, sizeof *per);
+    long *first_line = calloc((size_t)n, sizeof *first_line);
+    long *first_pid = calloc((size_t)n, sizeof *first_pid);
+    /* For each line: its item and pid; for each killed pid: the line of its KILL marker. */
+    size_t cap = 16384, nl = 0;
+    int *line_item = malloc(cap * sizeof *line_item);
+    long *line_pid = malloc(cap * sizeof *line_pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char buf[800];
+    while (fgets(buf, sizeof buf, f)) {
+        if (nl == cap) {
+            cap *= 2;
+            line_item = realloc(line_item, cap * sizeof *line_item);
+            line_pid = realloc(line_pid, cap * sizeof *line_pid);
+        }
+        if (strncmp(buf, "KILL ", 5) == 0) {
+            line_item[nl] = -1;
+            line_pid[nl++] = atol(buf + 5);
+            continue;
+        }
+        char *m = strstr(buf, ":msg:m"), *sp = strchr(buf, ' ');
+        if (m == NULL || sp == NULL)
+            continue;
+        int i = atoi(m + 6);
+        line_item[nl] = i;
+        line_pid[nl] = atol(sp + 1);
+        if (i >= 0 && i < n && per[i]++ == 0) {
+            first_line[i] = (long)nl;
+            first_pid[i] = line_pid[nl];
+        }
+        nl++;
+    }
+    fclose(f);
+    for (int i = 0; i < n; i++) {
+        if (per[i] < 2)
+            continue;
+        *dups += per[i] - 1;
+        /* Find the KILL marker of the first run's process, after the first run. */
+        long kill_at = -1;
+        for (size_t l = (size_t)first_line[i] + 1; l < nl && kill_at < 0; l++)
+            if (line_item[l] == -1 && line_pid[l] == first_pid[i])
+                kill_at = (long)l;
+        if (kill_at < 0)
+            continue; /* the process was never killed: a real double run */
+        int later = 0; /* lines the same process wrote after the first run, before its death */
+        for (long l = first_line[i] + 1; l < kill_at; l++)
+            later += line_item[l] >= 0 && line_pid[l] == first_pid[i];
+        if (later < recent && per[i] == 2)
+            (*window)++;
+    }
+    free(per);
+    free(first_line);
+    free(first_pid);
+    free(line_item);
+    free(line_pid);
+}
+
 /* Enqueues n items m<from>.. through a runtime without workers (the gateway side). */
 static void enqueue_items(fx_t *fx, int from, int n)
 {
@@ -1125,9 +1202,8 @@ static void test_three_processes_10000_items_random_kills_exactly_once(void **st
     enqueue_items(fx, 0, N);
     double enq = now_ms() - t0;
     const char *const args[] = {"--threads", "2",         "--prefetch", "8", "--claim-ttl-ms",
-                                "1000",      "--work-us", "400",        NULL};
+                                "1000",      "--work-us", "2000",       NULL};
     pid_t pids[PROCS];
-    pid_t killed[64];
     int nkilled = 0;
     for (int i = 0; i < PROCS; i++)
         pids[i] = spawn_worker(fx, count_file, args);
@@ -1140,7 +1216,8 @@ static void test_three_processes_10000_items_random_kills_exactly_once(void **st
         sleep_ms(300 + rand() % 700);
         int v = rand() % PROCS;
         kill9(pids[v]);
-        killed[nkilled++] = pids[v];
+        mark_kill(count_file, pids[v]);
+        nkilled++;
         pids[v] = spawn_worker(fx, count_file, args);
     }
     counted_t c = {count_file, N, per};
@@ -1150,23 +1227,19 @@ static void test_three_processes_10000_items_random_kills_exactly_once(void **st
     for (int i = 0; i < PROCS; i++)
         stop_worker(pids[i]);
     int lines = read_counts(count_file, per, N, first);
-    int lost = 0, dups = 0, explained = 0;
-    for (int i = 0; i < N; i++) {
+    int lost = 0, dups = 0, window = 0;
+    for (int i = 0; i < N; i++)
         lost += per[i] == 0;
-        if (per[i] > 1) {
-            dups += per[i] - 1;
-            /* The one window exactly-once cannot close: SIGKILL after the handler returned and
-             * before its completion reached Redis. Then the first run's process was killed. */
-            for (int k = 0; k < nkilled; k++)
-                if (killed[k] == first[i])
-                    explained++;
-        }
-    }
+    classify_duplicates(count_file, N, 4, &dups, &window);
     printf("# 3 processes, %d items, %d SIGKILLs: %d handler successes, %d lost, %d duplicates "
-           "(%d in the kill-after-handler window), %.1f s total (enqueue %.1f s)\n",
-           N, nkilled, lines, lost, dups, explained, (now_ms() - t0) / 1000.0, enq / 1000.0);
+           "(%d of them the last act of a process killed before its completion reached Redis), "
+           "%.1f s total (enqueue %.1f s)\n",
+           N, nkilled, lines, lost, dups, window, (now_ms() - t0) / 1000.0, enq / 1000.0);
     assert_int_equal(lost, 0);
-    assert_int_equal(dups, 0);
+    /* Exactly once everywhere except that window (microseconds per SIGKILL; see
+     * docs/durable-processing.md): no other duplicate, at most one per killed thread. */
+    assert_int_equal(dups - window, 0);
+    assert_true(window <= 2 * nkilled);
     free(per);
     free(first);
     fx_free(fx);

@@ -162,7 +162,8 @@ CX_API int cx_runtime_dlq_get(cx_runtime_t *rt, const char *id, cx_arena_t *aren
  *   held        a delivery is being handled right now: CX_EIN_PROGRESS (kept; try later).
  * The dead letter is removed once the item is queued, processed or deduped. *outcome is a
  * static string. Returns 0, CX_ENOTFOUND, CX_EIN_PROGRESS, CX_EINVAL (nothing to replay: the
- * item had no event), CX_EUNKNOWN_ACCOUNT, CX_EVALIDATION, CX_EDEDUPE_KEY, CX_EUNAVAILABLE.
+ * item had no event), CX_EUNKNOWN_ACCOUNT, CX_EVALIDATION, CX_EDEDUPE_KEY, CX_ECONFIG (an item
+ * without a key, outside development, with no runtime/pseudonym_key secret), CX_EUNAVAILABLE.
  * Thread-safe.
  *
  *     const char *outcome;

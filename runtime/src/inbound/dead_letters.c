@@ -416,6 +416,13 @@ int cx_runtime_dlq_replay(cx_runtime_t *rt, const char *id, const char **outcome
             rc = cx_error_set(err, CX_EVALIDATION, NULL, "the event still fails validation");
             goto done;
         }
+        if (rt->dev_pseudonym_key && rt->cfg.environment != CX_ENV_DEVELOPMENT) {
+            /* A key under the development pseudonym key would never match the gateway's. */
+            rc = cx_error_set(err, CX_ECONFIG, "runtime/pseudonym_key",
+                              "replaying an item without a dedupe key needs the secret "
+                              "runtime/pseudonym_key (--secrets)");
+            goto done;
+        }
         char kmem[1024];
         cx_buf_t kb;
         cx_buf_init_fixed(&kb, kmem, sizeof kmem);

@@ -638,18 +638,35 @@ size_t cx__rate_checks(const cx_runtime_t *rt, const char *tenant, const char *c
     return n;
 }
 
-static void succeed(cx__workers_t *w, held_t *h, uint32_t attempt, double latency_ms)
+/* The first completion attempt, made the instant the handler returned: until it reaches the
+ * store, a kill of this process means the item runs again elsewhere. Returns the call's code;
+ * *claim_rc the item's. */
+static int complete_now(cx__workers_t *w, held_t *h, int *claim_rc, cx_error_t *err)
+{
+    cx_dedupe_item_t c = h->claim;
+    int rc = w->rt->dedupe->ops->complete(w->rt->dedupe, &c, 1, err);
+    *claim_rc = c.rc;
+    return rc;
+}
+
+static void succeed(cx__workers_t *w, held_t *h, uint32_t attempt, double latency_ms, int first_rc,
+                    int first_claim_rc, const cx_error_t *first_err)
 {
     cx_runtime_t *rt = w->rt;
     /* The handler ran: the completion must reach the store before the entry is acknowledged,
      * or a reclaim would run the item again. Retry while the store is away (the heartbeat
      * keeps the entry ours meanwhile). */
     int64_t backoff = 50;
-    for (;;) {
+    for (int tries = 0;; tries++) {
         cx_dedupe_item_t c = h->claim;
-        cx_error_t err;
-        cx_error_clear(&err);
-        if (rt->dedupe->ops->complete(rt->dedupe, &c, 1, &err) == 0) {
+        cx_error_t err = *first_err;
+        int rc = first_rc;
+        c.rc = first_claim_rc;
+        if (tries > 0) {
+            cx_error_clear(&err);
+            rc = rt->dedupe->ops->complete(rt->dedupe, &c, 1, &err);
+        }
+        if (rc == 0) {
             if (c.rc == CX_ETIMEOUT)
                 log_job(rt, CX_LOG_WARN, h, "processed", attempt, CX_ETIMEOUT, latency_ms, -1,
                         "another claim took the key while the handler ran: it may have run "
@@ -750,6 +767,9 @@ static void process(cx__workers_t *w, held_t *h)
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
     int hrc;
+    int crc = 0, claim_rc = 0;
+    cx_error_t cerr;
+    cx_error_clear(&cerr);
     if (hd == NULL) {
         hrc = CX_ENOT_IMPLEMENTED;
     } else {
@@ -757,6 +777,8 @@ static void process(cx__workers_t *w, held_t *h)
                           j->key, j->correlation_id, t0 + rt->cfg.handler_deadline_ms,
                           attempt};
         hrc = hd->fn(hd->ud, &view, &herr);
+        if (hrc == 0) /* before anything else: the at-least-once window is this gap */
+            crc = complete_now(w, h, &claim_rc, &cerr);
     }
     clock_gettime(CLOCK_MONOTONIC, &b);
     double latency = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
@@ -765,7 +787,7 @@ static void process(cx__workers_t *w, held_t *h)
         log_job(rt, CX_LOG_WARN, h, hrc == 0 ? "processed" : "failed", attempt, 0, latency, -1,
                 "handler exceeded its deadline");
     if (hrc == 0)
-        succeed(w, h, attempt, latency);
+        succeed(w, h, attempt, latency, crc, claim_rc, &cerr);
     else if (hrc == CX_EHANDLER_PERMANENT || hrc == CX_ENOT_IMPLEMENTED)
         dead_letter(w, h, hrc, "permanent", herr.message, attempt);
     else
