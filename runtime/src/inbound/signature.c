@@ -16,7 +16,6 @@
  * Expected MACs and decoded keys live on the stack and are wiped with OPENSSL_cleanse.
  */
 #include <stdint.h>
-#include <pthread.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
@@ -41,22 +40,12 @@ typedef struct {
 
 /* ---- HMAC ---------------------------------------------------------------------------------- */
 
-/* The HMAC implementation, fetched once per process: EVP_MAC_fetch takes a global lock and
- * walks the provider tables, which costs more than hashing a webhook body. It is immutable
- * after the fetch (OpenSSL's fetched algorithms are thread-safe to share), hence a global. */
-static EVP_MAC *g_hmac;
-static pthread_once_t g_hmac_once = PTHREAD_ONCE_INIT;
-
-static void fetch_hmac(void)
-{
-    g_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-}
-
 static int hmac_parts(const unsigned char *key, size_t key_len, const part_t *parts, size_t n_parts,
                       unsigned char out[CX_HMAC_SHA256_SIZE])
 {
     /* OpenSSL 3 treats a NULL key as "keep the previous key", so an empty key needs a pointer. */
     static const unsigned char empty_key[1] = {0};
+    EVP_MAC *mac = NULL;
     EVP_MAC_CTX *ctx = NULL;
     size_t out_len = 0;
     int rc = CX_ECRYPTO;
@@ -64,10 +53,10 @@ static int hmac_parts(const unsigned char *key, size_t key_len, const part_t *pa
 
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
     params[1] = OSSL_PARAM_construct_end();
-    pthread_once(&g_hmac_once, fetch_hmac);
-    if (g_hmac == NULL)
+    mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (mac == NULL)
         goto fail;
-    ctx = EVP_MAC_CTX_new(g_hmac);
+    ctx = EVP_MAC_CTX_new(mac);
     if (ctx == NULL)
         goto fail;
     if (!EVP_MAC_init(ctx, key_len ? key : empty_key, key_len, params))
@@ -83,6 +72,7 @@ fail:
     if (rc != 0)
         ERR_clear_error(); /* leave no stale entries for the next OpenSSL user on this thread */
     EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
     return rc;
 }
 
