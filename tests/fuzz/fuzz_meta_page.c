@@ -1,6 +1,8 @@
-/* libFuzzer target for the Messenger webhook parser (adapters/messenger/): Page messaging events
- * and leadgen changes, through the shared Messenger Platform event
- * mapper (adapters/messenger/messenger_events.c) and the Meta batch walk.
+/* libFuzzer target for the Instagram and Messenger webhook parsers (adapters/instagram/,
+ * adapters/messenger/): Instagram Messaging events and comments, Page messaging events and
+ * leadgen changes, through the shared Messenger Platform event mapper
+ * (adapters/messenger/messenger_events.c) and the Meta batch walk. Built once per connector:
+ * CX_FUZZ_CONNECTOR is "instagram" or "messenger" and CX_FUZZ_ENTRY its entry function.
  *
  * The input is a request body. The parse must return 0, CX_EMALFORMED (a 400) or CX_ENOSPC
  * (the arena limit, kept small so exhaustion is fuzzed too), and never crash. Every event it
@@ -8,8 +10,8 @@
  * that validates or not without crashing, yields a dedupe key or CX_EDEDUPE_KEY, and encodes
  * to proto3 JSON. Any broken invariant aborts.
  *
- *     clang: cmake -DCX_FUZZ=ON ...; ./fuzz_messenger -max_total_time=60 fixtures/messenger
- *     gcc:   fuzz_messenger_replay fixtures/messenger tests/fuzz/corpus_messenger
+ *     clang: cmake -DCX_FUZZ=ON ...; ./fuzz_instagram -max_total_time=60 fixtures/instagram
+ *     gcc:   fuzz_instagram_replay fixtures/instagram tests/fuzz/corpus_instagram
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -18,6 +20,7 @@
 
 #include "cx/connector.h"
 #include "cx/schema.h"
+#include "instagram/instagram.h"
 #include "messenger/messenger.h"
 
 #define FUZZ_ARENA_LIMIT ((size_t)256 * 1024)
@@ -58,11 +61,11 @@ static void check_event(const cx_event_t *ev, const cx_keyring_t *keyring)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const cx_connector_t *c = cx_messenger_connector();
+    const cx_connector_t *c = CX_FUZZ_ENTRY();
     cx_arena_t arena;
     cx_arena_init(&arena, NULL, FUZZ_ARENA_LIMIT);
-    cx_ctx_t ctx = {NULL, "messenger", 1732871760, &arena};
-    cx_request_t req = {"POST", "/webhook/messenger", "", NULL, 0, (const char *)data, size};
+    cx_ctx_t ctx = {NULL, CX_FUZZ_CONNECTOR, 1732871760, &arena};
+    cx_request_t req = {"POST", "/webhook/" CX_FUZZ_CONNECTOR, "", NULL, 0, (const char *)data, size};
     cx_parse_out_t out = {NULL, 0, 0, &arena};
     cx_error_t err;
     cx_error_clear(&err);
