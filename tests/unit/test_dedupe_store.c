@@ -32,6 +32,7 @@
 #include "cx/arena.h"
 #include "cx/dedupe_store.h"
 #include "redis_server.h"
+#include "stores/dedupe_internal.h"
 
 #ifdef CX_WITH_REDIS
 #include <hiredis/hiredis.h>
@@ -93,6 +94,15 @@ static int teardown_store(void **state)
 static int setup_redis(void **state)
 {
     return setup_store(state, 1);
+}
+
+/* The same store forced onto its Lua scripts (what a server older than Redis 7.0 gets). */
+static int setup_redis_scripts(void **state)
+{
+    int rc = setup_store(state, 1);
+    if (rc == 0)
+        cx__dedupe_redis_use_scripts(((fx_t *)*state)->s);
+    return rc;
 }
 
 static int group_setup_redis(void **state)
@@ -224,17 +234,15 @@ static void test_expired_processing_claim_can_be_reclaimed(void **state)
     assert_string_not_equal(a.token, b.token);
 }
 
-static void test_stale_owner_cannot_complete_or_release_a_reclaimed_key(void **state)
+static void test_stale_owner_cannot_release_a_reclaimed_key(void **state)
 {
     fx_t *f = *state;
     cx_dedupe_item_t slow, fresh;
     assert_int_equal(claim1(f, "k", 30, &slow), CX_CLAIM_OWNED);
     sleep_ms(80);
     assert_int_equal(claim1(f, "k", 30000, &fresh), CX_CLAIM_OWNED);
-    /* The slow process comes back: neither its completion nor its release may touch the key
-     * the fresh claim owns now. */
-    assert_int_equal(complete(f, &slow, 1), 0);
-    assert_int_equal(slow.rc, CX_ETIMEOUT);
+    /* The slow process comes back: its release may not touch the key the fresh claim owns
+     * now. */
     assert_int_equal(release(f, &slow, 1), 0);
     assert_int_equal(slow.rc, CX_ETIMEOUT);
     assert_int_equal(claim1(f, "k", 30000, NULL), CX_CLAIM_IN_PROGRESS);
@@ -244,6 +252,24 @@ static void test_stale_owner_cannot_complete_or_release_a_reclaimed_key(void **s
     /* A done key is not the stale owner's to release either. */
     assert_int_equal(release(f, &slow, 1), 0);
     assert_int_equal(slow.rc, CX_ETIMEOUT);
+    assert_int_equal(claim1(f, "k", 30000, NULL), CX_CLAIM_DONE);
+}
+
+static void test_stale_owner_completion_wins_and_reports_a_possible_second_run(void **state)
+{
+    fx_t *f = *state;
+    cx_dedupe_item_t slow, fresh;
+    assert_int_equal(claim1(f, "k", 30, &slow), CX_CLAIM_OWNED);
+    sleep_ms(80);
+    assert_int_equal(claim1(f, "k", 30000, &fresh), CX_CLAIM_OWNED);
+    /* The slow handler finished: the item is processed, so the key is done, and the slow
+     * owner learns that another claim had it (the item may have run twice). */
+    assert_int_equal(complete(f, &slow, 1), 0);
+    assert_int_equal(slow.rc, CX_ETIMEOUT);
+    assert_int_equal(claim1(f, "k", 30000, NULL), CX_CLAIM_DONE);
+    /* The fresh owner's handler fails: its release cannot undo the done key. */
+    assert_int_equal(release(f, &fresh, 1), 0);
+    assert_int_equal(fresh.rc, CX_ETIMEOUT);
     assert_int_equal(claim1(f, "k", 30000, NULL), CX_CLAIM_DONE);
 }
 
@@ -352,10 +378,10 @@ static void test_forged_or_unowned_items_are_refused(void **state)
     assert_int_equal(release(f, bad, 4), 0);
     for (int i = 0; i < 4; i++)
         assert_int_equal(bad[i].rc, CX_EINVAL);
-    /* A well-formed token that is not this claim's. */
+    /* A well-formed token that is not this claim's cannot release it. */
     cx_dedupe_item_t other = it;
     other.token[31] = other.token[31] == '0' ? '1' : '0';
-    assert_int_equal(complete(f, &other, 1), 0);
+    assert_int_equal(release(f, &other, 1), 0);
     assert_int_equal(other.rc, CX_ETIMEOUT);
     assert_int_equal(claim1(f, "k", 30000, NULL), CX_CLAIM_IN_PROGRESS);
 }
@@ -638,10 +664,18 @@ static void test_redis_script_cache_flush_falls_back_to_eval(void **state)
     redisContext *c = raw_connect(g_redis.port);
     freeReplyObject(raw(c, "SCRIPT FLUSH"));
     redisFree(c);
-    cx_dedupe_item_t it;
+    cx_dedupe_item_t it, rel;
     assert_int_equal(claim1(f, "b", 30000, &it), CX_CLAIM_OWNED);
     assert_int_equal(complete(f, &it, 1), 0);
     assert_int_equal(it.rc, 0);
+    /* Release is a script on every server. */
+    assert_int_equal(claim1(f, "c", 30000, &rel), CX_CLAIM_OWNED);
+    c = raw_connect(g_redis.port);
+    freeReplyObject(raw(c, "SCRIPT FLUSH"));
+    redisFree(c);
+    assert_int_equal(release(f, &rel, 1), 0);
+    assert_int_equal(rel.rc, 0);
+    assert_int_equal(claim1(f, "c", 30000, NULL), CX_CLAIM_OWNED);
 }
 
 static void test_redis_stopped_between_claim_and_complete_is_unavailable_then_recovers(void **state)
@@ -1199,7 +1233,10 @@ static void test_embedded_expired_keys_make_room_again(void **state)
         cmocka_unit_test_setup_teardown(test_expired_processing_claim_can_be_reclaimed, setup,     \
                                         teardown_store),                                           \
         cmocka_unit_test_setup_teardown(                                                           \
-            test_stale_owner_cannot_complete_or_release_a_reclaimed_key, setup, teardown_store),   \
+            test_stale_owner_cannot_release_a_reclaimed_key, setup, teardown_store),   \
+        cmocka_unit_test_setup_teardown(                                                           \
+            test_stale_owner_completion_wins_and_reports_a_possible_second_run, setup,             \
+            teardown_store),                                                                       \
         cmocka_unit_test_setup_teardown(                                                           \
             test_complete_after_a_lapsed_claim_nobody_took_records_done, setup, teardown_store),   \
         cmocka_unit_test_setup_teardown(test_release_lets_the_redelivery_claim_again, setup,       \
@@ -1265,6 +1302,17 @@ int main(void)
         cmocka_unit_test(test_redis_three_processes_with_failing_handlers_one_completion_per_key),
     };
     failed += cmocka_run_group_tests_name("dedupe_store_redis", redis, group_setup_redis,
+                                          group_teardown_redis);
+    const struct CMUnitTest scripts[] = {
+        SHARED_TESTS(setup_redis_scripts),
+        cmocka_unit_test_setup_teardown(test_redis_values_are_versioned_with_ttls,
+                                        setup_redis_scripts, teardown_store),
+        cmocka_unit_test_setup_teardown(test_redis_unknown_stored_values_count_as_done,
+                                        setup_redis_scripts, teardown_store),
+        cmocka_unit_test_setup_teardown(test_redis_script_cache_flush_falls_back_to_eval,
+                                        setup_redis_scripts, teardown_store),
+    };
+    failed += cmocka_run_group_tests_name("dedupe_store_redis_scripts", scripts, group_setup_redis,
                                           group_teardown_redis);
 #endif
     return failed;

@@ -4,14 +4,15 @@
  *
  *   claim    key -> "processing" with a short TTL, only when the key is absent (SET NX PX);
  *   complete key -> "done" with the long TTL from the schema (at least the provider's retry
- *            horizon), unless another claim holds it now;
+ *            horizon); done wins even over another claim that took the key after ours lapsed
+ *            (our handler ran: the item is processed);
  *   release  key removed, only when this claim still owns it (the handler failed: the
  *            provider's redelivery must be able to run the item again).
  *
  * A batch claims all its keys in one round trip and completes them in one more. Values carry a
  * format version ("v1|...") so the previous release can read them after a rollback, and a
- * claim token, so a slow process whose claim expired cannot complete or release a key that
- * another process now owns. Keys are prefixed per environment ("cx:production:dedupe:...").
+ * claim token, so a slow process whose claim expired cannot release a key that another process
+ * now owns, and learns from complete that the item may have run twice. Keys are prefixed per environment ("cx:production:dedupe:...").
  *
  * Stored values (Redis, format v1):
  *
@@ -86,12 +87,12 @@ typedef struct cx_dedupe_store_ops_s {
      * unclaimed or expire after processing_ttl_ms (a round trip lost after Redis ran it). */
     int (*claim)(cx_dedupe_store_t *s, cx_dedupe_item_t *items, size_t n,
                  uint32_t processing_ttl_ms, cx_error_t *err);
-    /* Marks the items done ("v1|done|<token>", TTL done_ttl_s), each only if no other claim
-     * holds the key. One round trip. Per item, items[i].rc is 0 (done: this claim still held
-     * the key, or had completed it already, or its claim had lapsed and no other claim took
-     * the key, e.g. after a Redis restart; the handler ran, so a redelivery is a duplicate),
-     * CX_ETIMEOUT (this claim lapsed and another claim holds or completed the key: the item
-     * may have run twice), CX_EINVAL (the item is not OWNED by a claim), CX_ENOMEM / CX_ENOSPC
+    /* Marks the items done ("v1|done|<token>", TTL done_ttl_s). One round trip. Per item,
+     * items[i].rc is 0 (done: this claim still held the key, or had completed it already, or
+     * its claim had lapsed and no other claim took the key, e.g. after a Redis restart; the
+     * handler ran, so a redelivery is a duplicate), CX_ETIMEOUT (this claim lapsed and another
+     * claim held or completed the key; the key is done now all the same, but the item may
+     * have run twice), CX_EINVAL (the item is not OWNED by a claim), CX_ENOMEM / CX_ENOSPC
      * (embedded store: no room to record it) or the call's error. Returns 0 when the round
      * trip happened, or CX_EUNAVAILABLE / CX_ENOMEM (then every item's rc is that code). */
     int (*complete)(cx_dedupe_store_t *s, cx_dedupe_item_t *items, size_t n, cx_error_t *err);

@@ -437,7 +437,12 @@ static int embedded_complete(cx_dedupe_store_t *base, cx_dedupe_item_t *items, s
             }
             it->rc = 0;
         } else if (e) {
-            it->rc = CX_ETIMEOUT; /* another claim holds or completed the key */
+            /* Another claim holds or completed the key. Done wins: our handler ran, so the
+             * item is processed whatever that claim does next (docs/internals/dedupe-store.md). */
+            e->state = E_DONE;
+            e->expires_ms = done_expires;
+            memcpy(e->token, it->token, CX__DEDUPE_TOKEN_LEN);
+            it->rc = CX_ETIMEOUT;
         } else {
             it->rc = insert(s, st, h, it, len, now, done_expires);
             if (it->rc == 0) {

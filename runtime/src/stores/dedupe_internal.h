@@ -39,4 +39,8 @@ int cx__dedupe_new_tokens(cx_dedupe_item_t *items, size_t n, cx_error_t *err);
 /* Sets every item's rc to code (complete/release failing as a whole). */
 void cx__dedupe_set_rc(cx_dedupe_item_t *items, size_t n, int code);
 
+/* Makes a Redis dedupe store run claim and complete as Lua scripts, as it does on its own
+ * against a server older than Redis 7.0 (tests run the shared semantics through both paths). */
+void cx__dedupe_redis_use_scripts(cx_dedupe_store_t *s);
+
 #endif /* CX_STORES_DEDUPE_INTERNAL_H */

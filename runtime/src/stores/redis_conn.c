@@ -39,6 +39,12 @@ struct cx__redis_pool_s {
     size_t size;
     size_t nfree;
     slot_t **free; /* stack of idle slots, nfree of them */
+    /* Joined round trips (cx__redis_pipeline_joined): callers queue under jmu; at most
+     * JOIN_LEADERS of them at a time send everything queued in one round trip. */
+    pthread_mutex_t jmu;
+    pthread_cond_t jcv; /* a joined round trip finished */
+    struct joiner_s *jhead, *jtail;
+    int leaders;
     slot_t slots[];
 };
 
@@ -108,6 +114,8 @@ int cx__redis_pool_create(const cx_redis_options_t *opts, cx__redis_pool_t **out
         return cx_error_set(err, CX_ENOMEM, NULL, "redis pool: out of memory");
     }
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->jmu, NULL);
+    pthread_cond_init(&p->jcv, NULL);
     *out = p;
     return 0;
 }
@@ -122,6 +130,8 @@ void cx__redis_pool_destroy(cx__redis_pool_t *p)
     }
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->jcv);
+    pthread_mutex_destroy(&p->jmu);
     free(p->host);
     free(p->username);
     wipe_free(p->password);
@@ -382,6 +392,120 @@ int cx__redis_pipeline(cx__redis_pool_t *p, const cx__redis_cmd_t *cmds, size_t 
     /* A failed round trip may leave commands unsent or replies unread: never reuse it. */
     session_end(&s, rc != 0);
     return rc;
+}
+
+/* ---- Joined round trips ----------------------------------------------------------------- *
+ *
+ * Flat combining: a caller queues its commands; if fewer than JOIN_LEADERS round trips are in
+ * flight, it becomes a leader, takes everything queued (its own commands and those of callers
+ * that arrived meanwhile, up to JOIN_MAX_CMDS), sends it in one write, reads every reply and
+ * hands each caller its own. Under load, Redis then reads and answers many requests' commands
+ * per system call instead of one request's; alone, a caller leads its own round trip at once
+ * and waits for nobody. */
+
+#define JOIN_LEADERS 2
+#define JOIN_MAX_CMDS 4096
+
+typedef struct joiner_s {
+    const cx__redis_cmd_t *cmds;
+    size_t n;
+    redisReply **replies;
+    int rc;
+    cx_error_t err;
+    bool taken; /* a leader has it */
+    bool done;  /* replies (or rc) are in */
+    struct joiner_s *next;
+} joiner_t;
+
+/* Sends the batch (the list from first) on one connection and distributes the replies. A caller whose
+ * replies were all read before a failure keeps them; the others get the failure. */
+static void lead(cx__redis_pool_t *p, joiner_t *first)
+{
+    session_t s;
+    cx_error_t err = {0};
+    int rc = session_begin(&s, p, &err);
+    joiner_t *j = first;
+    if (rc == 0) {
+        redisContext *c = s.slot->ctx;
+        for (joiner_t *q = first; rc == 0 && q; q = q->next)
+            for (size_t i = 0; rc == 0 && i < q->n; i++)
+                if (redisAppendCommandArgv(c, q->cmds[i].argc, q->cmds[i].argv,
+                                           q->cmds[i].argvlen) != REDIS_OK)
+                    rc = io_error(p, c, errno, "send", &err);
+        while (rc == 0 && j) {
+            for (size_t i = 0; i < j->n; i++) {
+                void *r = NULL;
+                if (redisGetReply(c, &r) != REDIS_OK || r == NULL) {
+                    rc = io_error(p, c, errno, "round trip", &err);
+                    for (size_t k = 0; k < i; k++) {
+                        freeReplyObject(j->replies[k]);
+                        j->replies[k] = NULL;
+                    }
+                    break;
+                }
+                j->replies[i] = r;
+            }
+            if (rc == 0) {
+                j->rc = 0;
+                j = j->next;
+            }
+        }
+        session_end(&s, rc != 0);
+    }
+    for (; j; j = j->next) {
+        j->rc = rc;
+        j->err = err;
+    }
+}
+
+int cx__redis_pipeline_joined(cx__redis_pool_t *p, const cx__redis_cmd_t *cmds, size_t n,
+                              redisReply **replies, cx_error_t *err)
+{
+    for (size_t i = 0; i < n; i++)
+        replies[i] = NULL;
+    if (n == 0)
+        return 0;
+    joiner_t me = {cmds, n, replies, 0, {0}, false, false, NULL};
+    pthread_mutex_lock(&p->jmu);
+    if (p->jtail)
+        p->jtail->next = &me;
+    else
+        p->jhead = &me;
+    p->jtail = &me;
+    while (!me.done) {
+        if (me.taken || p->leaders >= JOIN_LEADERS) {
+            pthread_cond_wait(&p->jcv, &p->jmu);
+            continue;
+        }
+        /* Lead: take the queue from its head (where we are, or behind us) up to the cap. */
+        joiner_t *first = p->jhead, *last = first;
+        size_t total = first->n;
+        first->taken = true;
+        while (last->next && total + last->next->n <= JOIN_MAX_CMDS) {
+            last = last->next;
+            last->taken = true;
+            total += last->n;
+        }
+        p->jhead = last->next;
+        if (p->jhead == NULL)
+            p->jtail = NULL;
+        last->next = NULL;
+        p->leaders++;
+        pthread_mutex_unlock(&p->jmu);
+        lead(p, first);
+        pthread_mutex_lock(&p->jmu);
+        for (joiner_t *q = first; q;) {
+            joiner_t *next = q->next; /* q may return and vanish once done is seen */
+            q->done = true;
+            q = next;
+        }
+        p->leaders--;
+        pthread_cond_broadcast(&p->jcv);
+    }
+    pthread_mutex_unlock(&p->jmu);
+    if (me.rc != 0 && err)
+        *err = me.err;
+    return me.rc;
 }
 
 /* ---- Scripts ---------------------------------------------------------------------------- */

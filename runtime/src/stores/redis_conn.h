@@ -64,6 +64,13 @@ void cx__redis_pool_destroy(cx__redis_pool_t *pool);
 int cx__redis_pipeline(cx__redis_pool_t *pool, const cx__redis_cmd_t *cmds, size_t n,
                        redisReply **replies, cx_error_t *err);
 
+/* cx__redis_pipeline, joined with concurrent callers: commands queued by several threads go
+ * to Redis in one write, their replies come back in one read, and each caller gets its own
+ * (the same results and errors as cx__redis_pipeline). For short non-blocking commands on a
+ * hot path; never for blocking ones (XREADGROUP BLOCK would hold everybody's round trip). */
+int cx__redis_pipeline_joined(cx__redis_pool_t *pool, const cx__redis_cmd_t *cmds, size_t n,
+                              redisReply **replies, cx_error_t *err);
+
 /* Computes script->sha1 from source. Returns 0 or CX_ECRYPTO. */
 int cx__redis_script_init(cx__redis_script_t *script, const char *source);
 
