@@ -111,6 +111,11 @@ void cx_serve_config_free(cx_serve_config_t *cfg)
     free(cfg->redis_password_file);
     free(cfg->count_file);
     free(cfg->connectors);
+    for (size_t i = 0; i < cfg->n_rate_limits; i++) {
+        free((char *)cfg->rate_limits[i].tenant);
+        free((char *)cfg->rate_limits[i].capability);
+    }
+    free(cfg->rate_limits);
     for (size_t i = 0; i < cfg->n_accounts; i++) {
         free(cfg->accounts[i].connector);
         free(cfg->accounts[i].account_id);
@@ -302,6 +307,131 @@ static int file_accounts(cx_serve_config_t *cfg, const file_ctx_t *fc, json_t *a
     return 0;
 }
 
+/* ---- Durable processing: handler_mode, retry, rate_limits ---------------------------------- */
+
+static int apply_handler_mode(cx_serve_config_t *cfg, const char *name)
+{
+    if (strcmp(name, "inline") == 0)
+        cfg->handler_mode = CX_HANDLER_MODE_INLINE;
+    else if (strcmp(name, "queued") == 0)
+        cfg->handler_mode = CX_HANDLER_MODE_QUEUED;
+    else
+        return -1;
+    return 0;
+}
+
+static int file_retry(cx_serve_config_t *cfg, const file_ctx_t *fc, json_t *r)
+{
+    if (!json_is_object(r))
+        return bad(fc, "retry",
+                   "must be an object {max_attempts, base_delay_ms, max_delay_ms, max_age_s}");
+    const char *key;
+    json_t *v;
+    uint64_t u;
+    int rc;
+    json_object_foreach(r, key, v)
+    {
+        if (strcmp(key, "max_attempts") == 0) {
+            if ((rc = get_uint(fc, "retry.max_attempts", v, 1, 1000, &u)) != 0)
+                return rc;
+            cfg->retry.max_attempts = (uint32_t)u;
+        } else if (strcmp(key, "base_delay_ms") == 0) {
+            if ((rc = get_uint(fc, "retry.base_delay_ms", v, 1, 604800000, &u)) != 0)
+                return rc;
+            cfg->retry.base_delay_ms = (uint32_t)u;
+        } else if (strcmp(key, "max_delay_ms") == 0) {
+            if ((rc = get_uint(fc, "retry.max_delay_ms", v, 1, 604800000, &u)) != 0)
+                return rc;
+            cfg->retry.max_delay_ms = (uint32_t)u;
+        } else if (strcmp(key, "max_age_s") == 0) {
+            if ((rc = get_uint(fc, "retry.max_age_s", v, 1, 2592000, &u)) != 0)
+                return rc;
+            cfg->retry.max_age_s = (uint32_t)u;
+        } else {
+            char k[160];
+            snprintf(k, sizeof k, "retry.%.64s", key);
+            return bad(fc, k, "is not a configuration key (see docs/cx.md)");
+        }
+    }
+    /* The library's defaults fill the fields left out (cx_retry_policy_t). */
+    uint32_t base = cfg->retry.base_delay_ms ? cfg->retry.base_delay_ms : 1000;
+    uint32_t max = cfg->retry.max_delay_ms ? cfg->retry.max_delay_ms : 600000;
+    if (base > max)
+        return bad(fc, "retry.base_delay_ms", "must not be larger than retry.max_delay_ms");
+    return 0;
+}
+
+/* [{"tenant": "*", "capability": "*", "per_second": 50, "burst": 50, "per_day": 100000}] */
+static int file_rate_limits(cx_serve_config_t *cfg, const file_ctx_t *fc, json_t *a)
+{
+    static const char SHAPE[] =
+        "must be an array of {tenant, capability, per_second, burst, per_day}";
+    if (!json_is_array(a))
+        return bad(fc, "rate_limits", SHAPE);
+    size_t n = json_array_size(a);
+    if (n > 256)
+        return bad(fc, "rate_limits", "has more than 256 rules");
+    cx_rate_limit_rule_t *rules = n ? calloc(n, sizeof *rules) : NULL;
+    if (n && rules == NULL)
+        return CX_EXIT_INTERNAL;
+    /* Owned by cfg from here, so a refusal halfway frees what was parsed. */
+    for (size_t i = 0; i < cfg->n_rate_limits; i++) {
+        free((char *)cfg->rate_limits[i].tenant);
+        free((char *)cfg->rate_limits[i].capability);
+    }
+    free(cfg->rate_limits);
+    cfg->rate_limits = rules;
+    cfg->n_rate_limits = 0;
+    size_t i;
+    json_t *r;
+    json_array_foreach(a, i, r)
+    {
+        char k[160];
+        snprintf(k, sizeof k, "rate_limits[%zu]", i);
+        if (!json_is_object(r))
+            return bad(fc, k, "must be an object {tenant, capability, per_second, burst, "
+                              "per_day}");
+        cx_rate_limit_rule_t *d = &rules[cfg->n_rate_limits++];
+        const char *key;
+        json_t *v;
+        const char *s;
+        uint64_t u;
+        int rc;
+        json_object_foreach(r, key, v)
+        {
+            snprintf(k, sizeof k, "rate_limits[%zu].%.64s", i, key);
+            if (strcmp(key, "tenant") == 0 || strcmp(key, "capability") == 0) {
+                if ((rc = get_string(fc, k, v, &s)) != 0)
+                    return rc;
+                const char **slot = key[0] == 't' ? &d->tenant : &d->capability;
+                /* "*" = every tenant / all capabilities together, as NULL */
+                if (strcmp(s, "*") != 0 && (*slot = dup_str(s)) == NULL)
+                    return CX_EXIT_INTERNAL;
+            } else if (strcmp(key, "per_second") == 0) {
+                double x = json_is_number(v) ? json_number_value(v) : -1;
+                if (!(x == 0 || (x >= 1e-6 && x <= 1e6)))
+                    return bad(fc, k, "must be a number of items per second from 0 to 1000000");
+                d->per_second = x;
+            } else if (strcmp(key, "burst") == 0) {
+                if ((rc = get_uint(fc, k, v, 0, 1000000, &u)) != 0)
+                    return rc;
+                d->burst = (uint32_t)u;
+            } else if (strcmp(key, "per_day") == 0) {
+                if ((rc = get_uint(fc, k, v, 0, 1000000000000ull, &u)) != 0)
+                    return rc;
+                d->per_day = u;
+            } else {
+                return bad(fc, k, "is not a configuration key (see docs/cx.md)");
+            }
+        }
+        if (d->per_second == 0 && d->per_day == 0) {
+            snprintf(k, sizeof k, "rate_limits[%zu]", i);
+            return bad(fc, k, "needs per_second or per_day");
+        }
+    }
+    return 0;
+}
+
 static int load_file(cx_serve_config_t *cfg, const char *path)
 {
     json_error_t jerr;
@@ -441,6 +571,35 @@ static int load_file(cx_serve_config_t *cfg, const char *path)
             if ((rc = get_uint(&fc, key, v, 0, 3600, &u)) != 0)
                 goto done;
             cfg->drain_timeout_s = (unsigned)u;
+        } else if (strcmp(key, "handler_mode") == 0) {
+            if ((rc = get_string(&fc, key, v, &s)) != 0)
+                goto done;
+            if (apply_handler_mode(cfg, s) != 0) {
+                rc = bad(&fc, key, "must be inline or queued");
+                goto done;
+            }
+        } else if (strcmp(key, "workers") == 0) {
+            if ((rc = get_uint(&fc, key, v, 1, 1024, &u)) != 0)
+                goto done;
+            cfg->workers = (unsigned)u;
+        } else if (strcmp(key, "tenant_concurrency") == 0) {
+            if ((rc = get_uint(&fc, key, v, 1, 1024, &u)) != 0)
+                goto done;
+            cfg->tenant_concurrency = (unsigned)u;
+        } else if (strcmp(key, "worker_claim_ttl_ms") == 0) {
+            if ((rc = get_uint(&fc, key, v, 100, 86400000, &u)) != 0)
+                goto done;
+            cfg->worker_claim_ttl_ms = (uint32_t)u;
+        } else if (strcmp(key, "queued_claim_ttl_ms") == 0) {
+            if ((rc = get_uint(&fc, key, v, 1000, 604800000, &u)) != 0)
+                goto done;
+            cfg->queued_claim_ttl_ms = (uint32_t)u;
+        } else if (strcmp(key, "retry") == 0) {
+            if ((rc = file_retry(cfg, &fc, v)) != 0)
+                goto done;
+        } else if (strcmp(key, "rate_limits") == 0) {
+            if ((rc = file_rate_limits(cfg, &fc, v)) != 0)
+                goto done;
         } else {
             char k[96];
             snprintf(k, sizeof k, "%.64s", key);
@@ -477,6 +636,10 @@ static int load_env(cx_serve_config_t *cfg)
         return CX_EXIT_CONFIG;
     if ((v = getenv("CX_LOG_LEVEL")) && *v && apply_level(cfg, v) != 0) {
         cx_cli_error(SUB, "CX_LOG_LEVEL must be debug, info, warn, error or off");
+        return CX_EXIT_CONFIG;
+    }
+    if ((v = getenv("CX_HANDLER_MODE")) && *v && apply_handler_mode(cfg, v) != 0) {
+        cx_cli_error(SUB, "CX_HANDLER_MODE must be inline or queued");
         return CX_EXIT_CONFIG;
     }
     return 0;
@@ -583,6 +746,16 @@ int cx_serve_config_load(cx_serve_config_t *cfg, int argc, char **argv)
     if (cfg->handler_deadline_ms >= cfg->processing_ttl_ms) {
         cx_cli_error(SUB, "handler_deadline_ms (%u) must be shorter than processing_ttl_ms (%u)",
                      cfg->handler_deadline_ms, cfg->processing_ttl_ms);
+        return CX_EXIT_CONFIG;
+    }
+    /* The environment is final now: the handler mode nobody chose follows it. */
+    if (cfg->handler_mode == CX_HANDLER_MODE_AUTO)
+        cfg->handler_mode = cfg->environment == CX_ENV_DEVELOPMENT ? CX_HANDLER_MODE_INLINE
+                                                                   : CX_HANDLER_MODE_QUEUED;
+    uint32_t claim_ttl = cfg->worker_claim_ttl_ms ? cfg->worker_claim_ttl_ms : 30000;
+    if (cfg->handler_mode == CX_HANDLER_MODE_QUEUED && cfg->handler_deadline_ms >= claim_ttl) {
+        cx_cli_error(SUB, "handler_deadline_ms (%u) must be shorter than worker_claim_ttl_ms (%u) "
+                     "in queued mode", cfg->handler_deadline_ms, claim_ttl);
         return CX_EXIT_CONFIG;
     }
     return 0;

@@ -1,7 +1,8 @@
 /* Private: the configuration of `cx serve` (every key is documented in docs/cx.md).
  *
  * Sources, later ones winning: built-in defaults < the JSON file (--config) < environment
- * variables (CX_ENV, CX_LISTEN, CX_SECRETS_DIR, CX_REDIS, CX_LOG_LEVEL) < command-line flags.
+ * variables (CX_ENV, CX_LISTEN, CX_SECRETS_DIR, CX_REDIS, CX_LOG_LEVEL, CX_HANDLER_MODE) <
+ * command-line flags.
  * Lists add up instead: accounts and connector libraries from the file, then from flags.
  */
 #ifndef CX_CLI_CONFIG_H
@@ -48,6 +49,17 @@ typedef struct cx_serve_config_s {
     int expose_unauthenticated;
     unsigned threads; /* 0 = the number of online cores */
     unsigned drain_timeout_s;
+    /* Durable processing (docs/durable-processing.md). handler_mode is INLINE or QUEUED once
+     * loaded: unset, it follows the final environment (queued in staging and production,
+     * inline in development). The rest apply in queued mode only; 0 = the library's default. */
+    cx_handler_mode_t handler_mode;
+    unsigned workers;
+    unsigned tenant_concurrency;
+    uint32_t worker_claim_ttl_ms;
+    uint32_t queued_claim_ttl_ms;
+    cx_retry_policy_t retry;
+    cx_rate_limit_rule_t *rate_limits; /* tenant/capability strings owned (NULL = every one) */
+    size_t n_rate_limits;
     /* Test-only (hidden flags): slow the default handler; log every processed key. */
     uint32_t test_handler_delay_ms;
     char *count_file;

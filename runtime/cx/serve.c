@@ -1,15 +1,24 @@
 /* `cx serve`: the webhook gateway process.
  *
- * Start-up: configuration (config.c) -> connectors (built-in + --connector-lib) -> dedupe store
- * (Redis when configured, else embedded) -> runtime, accounts, the default "*" handler ->
- * cx_runtime_boot (staging/production refuse to start without Redis and their secrets: exit
- * 78, or 69 when Redis does not answer) -> the gateway (gateway.c) -> the signal loop.
+ * Start-up: configuration (config.c) -> connectors (built-in + --connector-lib) -> stores
+ * (Redis when configured: dedupe, dead letters, and in queued mode the work queue and the rate
+ * limiter; else embedded) -> runtime, accounts, the default "*" handler -> cx_runtime_boot
+ * (staging/production refuse to start without Redis and their secrets: exit 78, or 69 when
+ * Redis does not answer) -> queue workers (queued mode) -> the gateway (gateway.c) -> the
+ * signal loop.
+ *
+ * Handler mode (docs/durable-processing.md): `handler_mode` in the configuration, or
+ * CX_HANDLER_MODE; by default queued in staging and production (acked once durable in the
+ * Redis queue, run by this process's worker threads) and inline in development (where the
+ * queue would be embedded, and an item acked from process memory would be lost by a restart).
  *
  * Signals go through a self-pipe: the handlers only write the signal number, the main thread
  * does the work. SIGHUP re-reads the secrets. SIGTERM/SIGINT stop accepting connections
  * (MHD_quiesce_daemon), wait until the requests in flight are answered (at most
  * drain_timeout_s; a second signal stops waiting), flush the logs and exit 0 — or 70 when
- * requests had to be abandoned (their claims expire and the provider redelivers them).
+ * requests had to be abandoned (their claims expire and the provider redelivers them). In
+ * queued mode the workers then stop too: running handlers finish (within the same deadline),
+ * items held but not started go back to the queue for another process.
  *
  * The default handler only counts (serve_handled_total, and --count-file for tests): an
  * application registers its real handlers through the library API (cx_runtime_on) in its own
@@ -170,9 +179,9 @@ int cx_cmd_serve(int argc, char **argv)
     cx_dedupe_store_t *store = NULL;
     cx_queue_t *queue = NULL; /* queued mode (docs/durable-processing.md) */
     cx_dlq_t *dlq = NULL;
-    /* CX_HANDLER_MODE=queued|inline; inline until the handler_mode config key lands. */
-    const char *mode_env = getenv("CX_HANDLER_MODE");
-    int queued = mode_env && strcmp(mode_env, "queued") == 0;
+    cx_ratelimit_t *limiter = NULL;
+    /* Resolved by the configuration: never AUTO here. */
+    int queued = cfg.handler_mode == CX_HANDLER_MODE_QUEUED;
     cx_runtime_t *rt = NULL;
     cx_gw_t *gw = NULL;
     cx_connector_set_t conns;
@@ -224,6 +233,8 @@ int cx_cmd_serve(int argc, char **argv)
             rc = cx_dlq_redis(cx_environment_name(cfg.environment), NULL, &ro, &dlq, &err);
         if (rc == 0 && queued)
             rc = cx_queue_redis(cx_environment_name(cfg.environment), NULL, &ro, &queue, &err);
+        if (rc == 0 && queued && cfg.n_rate_limits)
+            rc = cx_ratelimit_redis(cx_environment_name(cfg.environment), &ro, &limiter, &err);
         if (pw) {
             memset(pw, 0, strlen(pw));
             free(pw);
@@ -248,12 +259,23 @@ int cx_cmd_serve(int argc, char **argv)
                                   .handler_mode = queued ? CX_HANDLER_MODE_QUEUED
                                                          : CX_HANDLER_MODE_INLINE,
                                   .queue = queue,
-                                  .dlq = dlq};
+                                  .dlq = dlq,
+                                  .ratelimit = limiter,
+                                  .rate_limits = queued ? cfg.rate_limits : NULL,
+                                  .n_rate_limits = queued ? cfg.n_rate_limits : 0,
+                                  .retry = cfg.retry,
+                                  .queued_claim_ttl_ms = cfg.queued_claim_ttl_ms,
+                                  .worker_claim_ttl_ms = cfg.worker_claim_ttl_ms,
+                                  .workers = cfg.workers,
+                                  .tenant_concurrency = cfg.tenant_concurrency};
     if ((rc = cx_runtime_create(&rc_cfg, &rt, &err)) != 0) {
         cx_cli_error(SUB, "%s", err.message[0] ? err.message : cx_strerror(rc));
         exit_code = exit_code_for(rc);
         goto done;
     }
+    if (!queued && cfg.n_rate_limits)
+        log_line(lg, CX_LOG_WARN, NULL, "ignored",
+                 "rate_limits apply in queued mode only: handler_mode is inline");
     for (size_t i = 0; i < conns.n; i++) {
         const cx_connector_t *c = conns.items[i];
         if (c->manifest->inbound_auth == CX_AUTH_NONE && cfg.environment == CX_ENV_PRODUCTION &&
@@ -336,6 +358,7 @@ int cx_cmd_serve(int argc, char **argv)
             cx_log_set_pii(&r, "host", cfg.listen_host, CX_PII_NONE);
             cx_log_set_int(&r, "port", cx_gw_port(gw));
             cx_log_set_int(&r, "connectors", (int64_t)conns.n);
+            cx_log_set_pii(&r, "handler_mode", queued ? "queued" : "inline", CX_PII_NONE);
             cx_log_set_msg(&r, "listening");
             cx_log_emit(&r);
         }
@@ -404,6 +427,7 @@ done:
     cx_gw_stop(gw);
     cx_runtime_destroy(rt);
     cx_queue_destroy(queue);
+    cx_ratelimit_destroy(limiter);
     cx_dlq_destroy(dlq);
     cx_dedupe_store_destroy(store);
     cx_connectors_free(&conns);

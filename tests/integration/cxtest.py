@@ -171,7 +171,7 @@ class Serve:
         self.log = open(self.log_path, "wb")
         full_env = dict(os.environ)
         for k in ("CX_ENV", "CX_LISTEN", "CX_SECRETS_DIR", "CX_REDIS", "CX_LOG_LEVEL",
-                  "CX_CONNECTORS"):
+                  "CX_CONNECTORS", "CX_HANDLER_MODE"):
             full_env.pop(k, None)
         full_env.update(env or {})
         self.argv = [CX_BIN, "serve"] + list(args)
@@ -208,6 +208,13 @@ class Serve:
     def log_text(self):
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
+
+    def listening_line(self):
+        """The "listening" log line (it names the port and the handler mode)."""
+        for line in self.log_lines():
+            if line.get("msg") == "listening":
+                return line
+        return None
 
     def wait_listening(self, timeout=15):
         def listening():
@@ -259,6 +266,17 @@ class Serve:
                 name, _, value = line.rpartition(" ")
                 values[name] = float(value)
         return values
+
+    def wait_metric(self, name, at_least, timeout=60, **labels):
+        """Waits (bounded: a guard, not a timed assertion) until a metric reaches at_least;
+        returns its value. In queued mode handlers run after the response, on the workers."""
+        got = {}
+
+        def reached():
+            got["value"] = metric(self.metrics(), name, **labels)
+            return got["value"] >= at_least
+        wait_until(reached, timeout, step=0.05, what=f"{name}{labels} >= {at_least}")
+        return got["value"]
 
     def signal(self, sig):
         self.proc.send_signal(sig)

@@ -204,7 +204,7 @@ def test_replay_errors():
 
 
 def test_help_for_every_subcommand():
-    for sub in ("serve", "parse", "replay", "validate", "version"):
+    for sub in ("serve", "parse", "replay", "validate", "version", "dlq"):
         rc, out, _ = run_cx([sub, "--help"])
         assert rc == 0 and out.startswith("usage: cx " + sub) and "example" in out, (sub, out)
         rc, out2, _ = run_cx(["help", sub])

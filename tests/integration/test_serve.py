@@ -1,8 +1,11 @@
 """`cx serve` over real loopback HTTP with a real redis-server (production mode).
 
 Batches, dedupe on replay, 401/400/413, /metrics moving, /ready following Redis, SIGHUP picking
-up a rotated secret, SIGTERM draining a slow request, boot refusals, and unauthenticated
-connectors hidden in production.
+up a rotated secret, SIGTERM draining a slow request, boot refusals, unauthenticated
+connectors hidden in production, and the handler mode: production runs queued by default (the
+response counts items `queued`, the process's workers run the handlers afterwards, so the tests
+wait for them, bounded, never a timed assertion), `handler_mode` / CX_HANDLER_MODE select
+inline, and the worker, retry and rate-limit keys reach the runtime.
 """
 
 import http.client
@@ -128,6 +131,145 @@ def test_environment_overrides_file_and_flags_override_environment():
         assert s.stop() == 0
 
 
+# ---- handler mode and the durable-processing keys ---------------------------------------------
+
+def workers_line(s):
+    return next((line for line in s.log_lines() if line.get("msg") == "queue workers started"),
+                None)
+
+
+def handled(*gateways):
+    return sum(metric(g.metrics(), "serve_handled_total", **CAPS) for g in gateways)
+
+
+def wait_handled(gateways, at_least):
+    """Queued gateways sharing one Redis share its work queue: any of their workers may run an
+    item, so the handler runs are summed over all of them (bounded wait, a guard only)."""
+    wait_until(lambda: handled(*gateways) >= at_least, 60, step=0.05,
+               what=f"{at_least} handler runs")
+    return handled(*gateways)
+
+
+def write_config(name, cfg):
+    path = work.file(name)
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path
+
+
+def test_production_defaults_to_queued_mode():
+    assert gw.listening_line()["handler_mode"] == "queued", gw.listening_line()
+    w = workers_line(gw)
+    assert w and w["workers"] == 4, w  # the library's default worker count
+
+
+def test_development_defaults_to_inline_mode():
+    s = Serve(work, ["--secrets", work.secrets, "--connector-lib", cxtest.TEST_LIB,
+                     "--account", "test:acc-1=acme"], name="dev-inline")
+    try:
+        assert s.listening_line()["handler_mode"] == "inline", s.listening_line()
+        assert workers_line(s) is None
+        status, r = s.post_batch(batch("acc-1", ["dev1", "dev2"]), SECRET)
+        assert status == 200 and r["summary"]["processed"] == 2 and r["summary"]["queued"] == 0, r
+    finally:
+        assert s.stop() == 0
+
+
+def test_handler_mode_inline_when_configured_and_environment_overrides_it():
+    cfg = write_config("inline.json", {"secrets_dir": "secrets", "handler_mode": "inline",
+                                       "accounts": {"test": {"acc-1": "acme"}}})
+    s = Serve(work, ["--env", "production", "--config", cfg, "--redis", redis.addr,
+                     "--connector-lib", cxtest.TEST_LIB], name="prod-inline")
+    try:
+        assert s.listening_line()["handler_mode"] == "inline", s.listening_line()
+        assert workers_line(s) is None
+        status, r = s.post_batch(batch("acc-1", [f"in{i}" for i in range(5)]), SECRET)
+        assert status == 200, r
+        assert r["summary"] == {"total": 5, "processed": 5, "queued": 0, "deduped": 0,
+                                "failed": 0}, r
+        # Inline: the handlers ran before the answer.
+        assert metric(s.metrics(), "serve_handled_total", **CAPS) == 5
+    finally:
+        assert s.stop() == 0
+    before = handled(gw)
+    s = Serve(work, ["--env", "production", "--config", cfg, "--redis", redis.addr,
+                     "--connector-lib", cxtest.TEST_LIB], env={"CX_HANDLER_MODE": "queued"},
+              name="prod-env-queued")
+    try:
+        assert s.listening_line()["handler_mode"] == "queued", s.listening_line()
+        status, r = s.post_batch(batch("acc-1", ["env1", "env2"]), SECRET)
+        assert status == 200 and r["summary"]["queued"] == 2, r
+        assert wait_handled([gw, s], before + 2) == before + 2
+    finally:
+        assert s.stop() == 0
+
+
+def test_bad_handler_mode_and_durable_keys_exit_78_naming_the_key():
+    cases = [
+        ({"handler_mode": "sometimes"}, "handler_mode"),
+        ({"handler_mode": True}, "handler_mode"),
+        ({"workers": "4"}, "workers"),
+        ({"workers": 0}, "workers"),
+        ({"tenant_concurrency": -1}, "tenant_concurrency"),
+        ({"worker_claim_ttl_ms": 1.5}, "worker_claim_ttl_ms"),
+        ({"queued_claim_ttl_ms": None}, "queued_claim_ttl_ms"),
+        ({"retry": 3}, "retry"),
+        ({"retry": {"max_attempt": 3}}, "retry.max_attempt"),
+        ({"retry": {"max_attempts": 0}}, "retry.max_attempts"),
+        ({"retry": {"base_delay_ms": 5000, "max_delay_ms": 100}}, "retry.base_delay_ms"),
+        ({"rate_limits": {"tenant": "acme"}}, "rate_limits"),
+        ({"rate_limits": ["acme"]}, "rate_limits[0]"),
+        ({"rate_limits": [{"tenant": "acme", "per_sec": 1}]}, "rate_limits[0].per_sec"),
+        ({"rate_limits": [{"tenant": "acme", "per_second": "1"}]}, "rate_limits[0].per_second"),
+        ({"rate_limits": [{"per_day": 10}, {"tenant": ""}]}, "rate_limits[1].tenant"),
+        ({"rate_limits": [{"tenant": "acme"}]}, "rate_limits[0]"),
+        ({"handler_mode": "queued", "handler_deadline_ms": 20000,
+          "worker_claim_ttl_ms": 15000}, "worker_claim_ttl_ms"),
+    ]
+    for cfg, key in cases:
+        path = write_config("bad-durable.json", dict(cfg, listen="127.0.0.1:0"))
+        rc, _, err = cxtest.run_cx(["serve", "--config", path, "--log-level", "off"])
+        lines = err.strip().splitlines()
+        assert rc == 78, (cfg, rc, err)
+        assert len(lines) == 1 and lines[0].startswith("cx serve: ") and key in lines[0], (cfg,
+                                                                                           err)
+    rc, _, err = cxtest.run_cx(["serve", "--log-level", "off"], env={"CX_HANDLER_MODE": "fast"})
+    assert rc == 78 and "CX_HANDLER_MODE" in err and len(err.strip().splitlines()) == 1, (rc, err)
+
+
+def test_worker_retry_and_rate_limit_keys_reach_the_runtime():
+    cfg = write_config("durable.json", {
+        "secrets_dir": "secrets",
+        "accounts": {"test": {"acc-1": "acme", "acc-2": "globex"}},
+        "workers": 2, "tenant_concurrency": 1, "worker_claim_ttl_ms": 20000,
+        "queued_claim_ttl_ms": 600000,
+        "retry": {"max_attempts": 3, "base_delay_ms": 200, "max_delay_ms": 5000, "max_age_s": 600},
+        # globex: 20 items/s, one at once; acme: no limit
+        "rate_limits": [{"tenant": "globex", "per_second": 20, "burst": 1},
+                        {"tenant": "*", "capability": "inbound_messages", "per_day": 1000000}]})
+    before = handled(gw)
+    s = Serve(work, ["--env", "production", "--config", cfg, "--redis", redis.addr,
+                     "--connector-lib", cxtest.TEST_LIB], name="durable-keys")
+    try:
+        w = workers_line(s)
+        assert w, s.log_text()[-2000:]
+        assert (w["workers"], w["tenant_concurrency"], w["worker_claim_ttl_ms"]) == (2, 1, 20000), w
+        assert (w["retry_max_attempts"], w["retry_base_delay_ms"], w["retry_max_delay_ms"],
+                w["retry_max_age_s"]) == (3, 200, 5000, 600), w
+        # One batch of 10 for the limited tenant: all queued (200), the first admitted at once,
+        # the other 9 delayed to their reserved slots (50 ms apart), none dropped.
+        status, r = s.post_batch(batch("acc-2", [f"rl{i}" for i in range(10)]), SECRET)
+        assert status == 200 and r["summary"]["queued"] == 10, r
+        status, r = s.post_batch(batch("acc-1", [f"un{i}" for i in range(10)]), SECRET)
+        assert status == 200 and r["summary"]["queued"] == 10, r
+        m = s.metrics()
+        assert metric(m, "rate_limited_total", tenant="globex") == 9, m
+        assert metric(m, "rate_limited_total", tenant="acme") == 0, m
+        assert wait_handled([gw, s], before + 20) == before + 20
+    finally:
+        assert s.stop() == 0
+
+
 # ---- the gateway ------------------------------------------------------------------------------
 
 def test_health_ready_metrics_and_404():
@@ -146,15 +288,23 @@ def test_health_ready_metrics_and_404():
     assert status == 405 and "GET" in headers.get("allow", "")
 
 
-def test_batch_processed_then_deduped_on_replay():
+CAPS = {"connector": "test", "capability": "inbound_messages"}
+
+
+def test_batch_queued_run_by_the_workers_then_deduped_on_replay():
+    before = metric(gw.metrics(), "serve_handled_total", **CAPS)
     body = batch("acc-1", [f"b{i}" for i in range(10)])
     status, r = gw.post_batch(body, SECRET)
     assert status == 200, r
-    assert r["summary"] == {"total": 10, "processed": 10, "queued": 0, "deduped": 0,
+    assert r["summary"] == {"total": 10, "processed": 0, "queued": 10, "deduped": 0,
                             "failed": 0}, r
     assert r["results"][0]["dedupeKey"] == "dm:test:acc-1:msg:b0"
+    assert all(x["outcome"] == "queued" for x in r["results"]), r
+    gw.wait_metric("serve_handled_total", before + 10, **CAPS)
     status, r = gw.post_batch(body, SECRET)
-    assert status == 200 and r["summary"]["deduped"] == 10 and r["summary"]["processed"] == 0, r
+    assert status == 200 and r["summary"]["deduped"] == 10 and r["summary"]["queued"] == 0, r
+    # Deduped, so nothing ran again (the replay queued nothing that could still run).
+    assert metric(gw.metrics(), "serve_handled_total", **CAPS) == before + 10
 
 
 def test_unknown_account_fails_alone():
@@ -162,6 +312,59 @@ def test_unknown_account_fails_alone():
     status, r = gw.post_batch(body, SECRET)
     assert status == 200 and r["summary"]["failed"] == 1, r
     assert r["results"][0]["errorCode"] == "UNKNOWN_ACCOUNT", r
+
+
+def dlq(*args, env=None):
+    rc, out, err = cxtest.run_cx(["dlq"] + list(args) + ["--redis", redis.addr,
+                                                         "--env", "production"], env=env)
+    return rc, out, err
+
+
+def test_cx_dlq_list_show_replay_purge():
+    # An item of an unmapped account is dead-lettered (invalid, UNKNOWN_ACCOUNT) in the
+    # request; `cx dlq` sees it in the shared Redis store.
+    body = json.dumps({"account": "acc-z", "items": [{"id": "z1", "from": "+14155550123",
+                                                      "text": "x"}]}).encode()
+    status, r = gw.post_batch(body, SECRET)
+    assert status == 200 and r["summary"]["failed"] == 1, r
+    rc, out, err = dlq("list", "--json")
+    assert rc == 0, (rc, err)
+    listed = json.loads(out)
+    mine = [d for d in listed["items"] if d["accountId"] == "acc-z"]
+    assert len(mine) == 1 and listed["total"] >= 1, listed
+    d = mine[0]
+    assert (d["reason"], d["errorCode"], d["errorClass"]) == ("invalid", "UNKNOWN_ACCOUNT",
+                                                              "config"), d
+    rc, out, err = dlq("list")
+    assert rc == 0 and d["id"] in out and "dead letters" in out, (rc, out, err)
+    rc, out, err = dlq("show", d["id"])
+    assert rc == 0, (rc, err)
+    shown = json.loads(out)
+    assert shown["id"] == d["id"] and shown["event"]["messageId"] == "z1", shown
+    # Replayed while the account is still unknown: refused, kept.
+    rc, out, err = dlq("replay", d["id"], "--secrets", work.secrets)
+    assert rc == 1 and "not replayed" in out and "UNKNOWN_ACCOUNT" in out, (rc, out, err)
+    # With the account mapped: claimed, queued, run once by the gateway's workers.
+    before = metric(gw.metrics(), "serve_handled_total", **CAPS)
+    rc, out, err = dlq("replay", d["id"], "--secrets", work.secrets, "--account",
+                       "test:acc-z=acme")
+    assert rc == 0 and out.strip() == f"{d['id']}: queued", (rc, out, err)
+    gw.wait_metric("serve_handled_total", before + 1, **CAPS)
+    rc, _, err = dlq("show", d["id"])
+    assert rc == 1, (rc, err)  # replayed: no longer a dead letter
+    # Purge: everything, then the store is empty.
+    assert gw.post_batch(batch("acc-y", ["y1", "y2"]), SECRET)[1]["summary"]["failed"] == 2
+    rc, out, err = dlq("purge", "--all")
+    assert rc == 0 and out.startswith("removed "), (rc, out, err)
+    rc, out, err = dlq("list", "--json")
+    assert rc == 0 and json.loads(out)["total"] == 0, out
+    # Usage and configuration errors.
+    rc, _, err = cxtest.run_cx(["dlq", "frobnicate", "--redis", redis.addr])
+    assert rc == 2, (rc, err)
+    rc, _, err = cxtest.run_cx(["dlq", "show", "--redis", redis.addr])
+    assert rc == 2, (rc, err)
+    rc, _, err = cxtest.run_cx(["dlq", "list"], env={"CX_REDIS": ""})
+    assert rc == 78 and "--redis" in err, (rc, err)
 
 
 def test_bad_signature_is_401():
@@ -208,10 +411,13 @@ def test_metrics_counters_move():
     def delta(name, **labels):
         return metric(after, name, **labels) - metric(before, name, **labels)
 
-    caps = {"connector": "test", "capability": "inbound_messages"}
-    assert delta("events_processed_total", **caps) == 3
-    assert delta("events_deduped_total", **caps) == 3
-    assert delta("serve_handled_total", **caps) == 3
+    assert delta("events_queued_total", **CAPS) == 3
+    assert delta("events_deduped_total", **CAPS) == 3
+    gw.wait_metric("events_processed_total", metric(before, "events_processed_total", **CAPS) + 3,
+                   **CAPS)
+    after = gw.metrics()
+    assert delta("events_processed_total", **CAPS) == 3
+    assert delta("serve_handled_total", **CAPS) == 3
     assert delta("webhook_requests_total", connector="test", status="200") == 2
     assert delta("webhook_requests_total", connector="test", status="401") == 1
     assert delta("http_requests_total", route="webhook", method="POST", status="200") == 2
@@ -242,7 +448,7 @@ def test_cx_replay_resigns_and_dedupes():
                                   "--json"])
     assert rc == 0, (rc, err)
     s = json.loads(out)
-    assert s["statuses"] == {"200": 1} and s["items"]["processed"] == 10, s
+    assert s["statuses"] == {"200": 1} and s["items"]["queued"] == 10, s
     rc, out, err = cxtest.run_cx(["replay", case, case, "--to", url, "--secrets", work.secrets,
                                   "--concurrency", "2", "--rate", "50"])
     assert rc == 0, (rc, err)
@@ -259,7 +465,7 @@ def test_sighup_picks_up_rotated_secret():
     gw.signal(signal.SIGHUP)
     wait_until(lambda: gw.log_text().count("secrets reloaded") > n, what="secrets reloaded")
     status, r = gw.post_batch(batch("acc-1", ["h1"]), new)
-    assert status == 200 and r["summary"]["processed"] == 1, r
+    assert status == 200 and r["summary"]["queued"] == 1, r
     assert gw.post_batch(batch("acc-1", ["h2"]), SECRET)[0] == 401
     # Rotation with the previous value beside it: both are accepted.
     work.write_secret("test", "secret.previous", new)
@@ -281,8 +487,11 @@ def test_ready_follows_redis():
     finally:
         redis.restart()
     wait_until(lambda: gw.request("GET", "/ready")[0] == 200, 15, what="/ready 200 again")
+    before = metric(gw.metrics(), "serve_handled_total", **CAPS)
     status, r = gw.post_batch(batch("acc-1", ["d1"]), SECRET)
-    assert status == 200 and r["summary"]["processed"] == 1, r
+    assert status == 200 and r["summary"]["queued"] == 1, r
+    # The workers found the restarted (empty) Redis again: the item runs.
+    gw.wait_metric("serve_handled_total", before + 1, **CAPS)
 
 
 # ---- unauthenticated connectors, signals --------------------------------------------------------
@@ -389,9 +598,15 @@ if __name__ == "__main__":
             test_unreachable_redis_exits_69,
             test_bad_flags_and_config_exit_2_and_78,
             test_environment_overrides_file_and_flags_override_environment,
+            test_production_defaults_to_queued_mode,
+            test_development_defaults_to_inline_mode,
+            test_handler_mode_inline_when_configured_and_environment_overrides_it,
+            test_bad_handler_mode_and_durable_keys_exit_78_naming_the_key,
+            test_worker_retry_and_rate_limit_keys_reach_the_runtime,
             test_health_ready_metrics_and_404,
-            test_batch_processed_then_deduped_on_replay,
+            test_batch_queued_run_by_the_workers_then_deduped_on_replay,
             test_unknown_account_fails_alone,
+            test_cx_dlq_list_show_replay_purge,
             test_bad_signature_is_401,
             test_malformed_body_is_400,
             test_body_over_the_limit_is_413,

@@ -999,6 +999,13 @@ int cx_runtime_start_workers(cx_runtime_t *rt, cx_error_t *err)
         cx_log_set_int(&r, "workers", n);
         cx_log_set_int(&r, "tenant_concurrency", rt->cfg.tenant_concurrency);
         cx_log_set_int(&r, "prefetch", rt->cfg.prefetch);
+        /* The effective settings (defaults filled in), so operators see what runs (at most
+         * CX_LOG_MAX_EXTRA fields). */
+        cx_log_set_int(&r, "worker_claim_ttl_ms", rt->cfg.worker_claim_ttl_ms);
+        cx_log_set_int(&r, "retry_max_attempts", rt->cfg.retry.max_attempts);
+        cx_log_set_int(&r, "retry_base_delay_ms", rt->cfg.retry.base_delay_ms);
+        cx_log_set_int(&r, "retry_max_delay_ms", rt->cfg.retry.max_delay_ms);
+        cx_log_set_int(&r, "retry_max_age_s", rt->cfg.retry.max_age_s);
         cx_log_set_msg(&r, "queue workers started");
         cx_log_emit(&r);
     }
