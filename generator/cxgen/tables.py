@@ -12,7 +12,7 @@ from .naming import Naming
 
 FORMATS = ["", "email", "e164", "uri", "uuid", "message_id", "hostname", "identifier",
            "time_zone", "mime_type", "language_tag", "date", "currency", "traceparent"]
-PII = ["", "none", "phone", "email", "name", "content", "secret", "provider_id"]
+PII = ["", "none", "phone", "email", "name", "content", "secret"]
 KINDS = {"value": "CX_KIND_VALUE", "event": "CX_KIND_EVENT", "command": "CX_KIND_COMMAND",
          "result": "CX_KIND_RESULT"}
 

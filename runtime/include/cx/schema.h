@@ -35,8 +35,7 @@ typedef enum {
     CX_PII_EMAIL = 3,
     CX_PII_NAME = 4,
     CX_PII_CONTENT = 5,
-    CX_PII_SECRET = 6,
-    CX_PII_PROVIDER_ID = 7 /* a provider id that can encode personal data (WhatsApp wamid) */
+    CX_PII_SECRET = 6
 } cx_pii_t;
 
 /* String formats: the numbers of cx.options.v1.Format. */

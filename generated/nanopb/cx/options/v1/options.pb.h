@@ -26,10 +26,7 @@ typedef enum _cx_options_v1_PiiClass {
     /* Content written by a person (message text, subject, body, caption, location). */
     cx_options_v1_PiiClass_PII_CLASS_CONTENT = 5,
     /* A credential (token, password, secret); replaced by a fixed marker. */
-    cx_options_v1_PiiClass_PII_CLASS_SECRET = 6,
-    /* A provider's id that can encode personal data: WhatsApp `wamid.` message ids carry the
- user's phone number in base64. Replaced by a fixed marker. */
-    cx_options_v1_PiiClass_PII_CLASS_PROVIDER_ID = 7
+    cx_options_v1_PiiClass_PII_CLASS_SECRET = 6
 } cx_options_v1_PiiClass;
 
 /* Pattern-free string formats. Rule ids are protovalidate's (`string.email`, `string.uri`,
@@ -185,8 +182,8 @@ extern "C" {
 
 /* Helper constants for enums */
 #define _cx_options_v1_PiiClass_MIN cx_options_v1_PiiClass_PII_CLASS_UNSPECIFIED
-#define _cx_options_v1_PiiClass_MAX cx_options_v1_PiiClass_PII_CLASS_PROVIDER_ID
-#define _cx_options_v1_PiiClass_ARRAYSIZE ((cx_options_v1_PiiClass)(cx_options_v1_PiiClass_PII_CLASS_PROVIDER_ID+1))
+#define _cx_options_v1_PiiClass_MAX cx_options_v1_PiiClass_PII_CLASS_SECRET
+#define _cx_options_v1_PiiClass_ARRAYSIZE ((cx_options_v1_PiiClass)(cx_options_v1_PiiClass_PII_CLASS_SECRET+1))
 
 #define _cx_options_v1_Format_MIN cx_options_v1_Format_FORMAT_UNSPECIFIED
 #define _cx_options_v1_Format_MAX cx_options_v1_Format_FORMAT_TRACEPARENT

@@ -599,7 +599,7 @@ const ProtobufCMessageDescriptor cx__options__v1__message_rules__descriptor =
   (ProtobufCMessageInit) cx__options__v1__message_rules__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue cx__options__v1__pii_class__enum_values_by_number[8] =
+static const ProtobufCEnumValue cx__options__v1__pii_class__enum_values_by_number[7] =
 {
   { "PII_CLASS_UNSPECIFIED", "CX__OPTIONS__V1__PII_CLASS__PII_CLASS_UNSPECIFIED", 0 },
   { "PII_CLASS_NONE", "CX__OPTIONS__V1__PII_CLASS__PII_CLASS_NONE", 1 },
@@ -608,19 +608,17 @@ static const ProtobufCEnumValue cx__options__v1__pii_class__enum_values_by_numbe
   { "PII_CLASS_NAME", "CX__OPTIONS__V1__PII_CLASS__PII_CLASS_NAME", 4 },
   { "PII_CLASS_CONTENT", "CX__OPTIONS__V1__PII_CLASS__PII_CLASS_CONTENT", 5 },
   { "PII_CLASS_SECRET", "CX__OPTIONS__V1__PII_CLASS__PII_CLASS_SECRET", 6 },
-  { "PII_CLASS_PROVIDER_ID", "CX__OPTIONS__V1__PII_CLASS__PII_CLASS_PROVIDER_ID", 7 },
 };
 static const ProtobufCIntRange cx__options__v1__pii_class__value_ranges[] = {
-{0, 0},{0, 8}
+{0, 0},{0, 7}
 };
-static const ProtobufCEnumValueIndex cx__options__v1__pii_class__enum_values_by_name[8] =
+static const ProtobufCEnumValueIndex cx__options__v1__pii_class__enum_values_by_name[7] =
 {
   { "PII_CLASS_CONTENT", 5 },
   { "PII_CLASS_EMAIL", 3 },
   { "PII_CLASS_NAME", 4 },
   { "PII_CLASS_NONE", 1 },
   { "PII_CLASS_PHONE", 2 },
-  { "PII_CLASS_PROVIDER_ID", 7 },
   { "PII_CLASS_SECRET", 6 },
   { "PII_CLASS_UNSPECIFIED", 0 },
 };
@@ -631,9 +629,9 @@ const ProtobufCEnumDescriptor cx__options__v1__pii_class__descriptor =
   "PiiClass",
   "Cx__Options__V1__PiiClass",
   "cx.options.v1",
-  8,
+  7,
   cx__options__v1__pii_class__enum_values_by_number,
-  8,
+  7,
   cx__options__v1__pii_class__enum_values_by_name,
   1,
   cx__options__v1__pii_class__value_ranges,

@@ -56,12 +56,7 @@ typedef enum _Cx__Options__V1__PiiClass {
   /*
    * A credential (token, password, secret); replaced by a fixed marker.
    */
-  CX__OPTIONS__V1__PII_CLASS__PII_CLASS_SECRET = 6,
-  /*
-   * A provider's id that can encode personal data: WhatsApp `wamid.` message ids carry the
-   * user's phone number in base64. Replaced by a fixed marker.
-   */
-  CX__OPTIONS__V1__PII_CLASS__PII_CLASS_PROVIDER_ID = 7
+  CX__OPTIONS__V1__PII_CLASS__PII_CLASS_SECRET = 6
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(CX__OPTIONS__V1__PII_CLASS)
 } Cx__Options__V1__PiiClass;
 /*

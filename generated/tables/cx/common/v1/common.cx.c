@@ -81,7 +81,7 @@ const cx_msg_meta_t cx_common_conversation_ref_meta = {
 /* ---- cx.common.v1.MessageRef */
 static const cx_field_meta_t cx_common_message_ref_fields[] = {
     { /* external_id */ "externalId", CX_F_REQUIRED, 0, 256, 0, 0,
-      INT64_C(0), INT64_C(0), 0.0, 0.0, 0, 7, NULL },
+      INT64_C(0), INT64_C(0), 0.0, 0.0, 0, 1, NULL },
     { /* from_id */ "fromId", 0, 0, 256, 0, 0,
       INT64_C(0), INT64_C(0), 0.0, 0.0, 0, 2, NULL },
 };
