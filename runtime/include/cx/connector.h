@@ -129,7 +129,9 @@ typedef struct cx_ctx_s {
 } cx_ctx_t;
 
 /* Reads a connector secret (<secrets dir>/<connector>/<name>, plus <name>.previous); account
- * may be NULL, otherwise accounts/<account>/<name> overrides. Returns 0 or CX_ENOTFOUND. */
+ * may be NULL, otherwise accounts/<account>/<name> overrides. The host's secret source, when
+ * one is installed (cx_runtime_set_secret_source), is asked first. Returns 0 or CX_ENOTFOUND,
+ * or the secret source's own failure (e.g. CX_EREAUTH_REQUIRED for a revoked OAuth grant). */
 CX_API int cx_ctx_secret(const cx_ctx_t *ctx, const char *account, const char *name,
                          cx_secret_value_t *out);
 

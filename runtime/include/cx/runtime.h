@@ -136,6 +136,29 @@ CX_API const cx_connector_t *cx_runtime_connector(const cx_runtime_t *rt, const 
 /* Maps a provider account to a tenant: connector + account id -> tenant id (copied). */
 CX_API int cx_runtime_add_account(cx_runtime_t *rt, const char *connector, const char *account_id,
                                   const char *tenant_id, cx_error_t *err);
+/* The tenant of a provider account in the accounts registry, or NULL when it is not there.
+ * The string belongs to the runtime (valid until the account is re-added or the runtime is
+ * destroyed). Thread-safe once the registry is no longer changed (after boot).
+ *
+ *     const char *t = cx_runtime_account_tenant(rt, "whatsapp", "106540352242922");
+ */
+CX_API const char *cx_runtime_account_tenant(const cx_runtime_t *rt, const char *connector,
+                                             const char *account_id);
+
+/* A source of connector secrets consulted by cx_ctx_secret() before the secret files (a host
+ * plugs its OAuth token store in here, so a connector's `access_token` can be the stored token
+ * of the tenant a command is sent for). Returns 0 with out filled, CX_ENOTFOUND to fall back
+ * to the files, or another code that cx_ctx_secret() returns as is (out is then wiped).
+ * out is zeroed before the call. Called from the connector's thread, concurrently: must be
+ * thread-safe. Never log what it hands out. */
+typedef int (*cx_secret_source_fn)(void *ud, const cx_ctx_t *ctx, const char *account,
+                                   const char *name, cx_secret_value_t *out);
+/* Installs (fn NULL: removes) the secret source. Call before serving: it is read without a
+ * lock.
+ *
+ *     cx_runtime_set_secret_source(rt, my_tokens, &tokens);
+ */
+CX_API void cx_runtime_set_secret_source(cx_runtime_t *rt, cx_secret_source_fn fn, void *ud);
 
 /* ---- Handlers ----------------------------------------------------------------------------- */
 

@@ -266,7 +266,31 @@ int cx_runtime_on(cx_runtime_t *rt, const char *capability, cx_handler_fn fn, vo
 int cx_ctx_secret(const cx_ctx_t *ctx, const char *account, const char *name,
                   cx_secret_value_t *out)
 {
-    return cx__secrets_get(ctx->rt->secrets, ctx->connector, account, name, out);
+    cx_runtime_t *rt = ctx->rt;
+    if (rt->secret_source) {
+        memset(out, 0, sizeof *out);
+        int rc = rt->secret_source(rt->secret_source_ud, ctx, account, name, out);
+        if (rc != CX_ENOTFOUND) {
+            if (rc != 0)
+                memset(out, 0, sizeof *out);
+            return rc;
+        }
+    }
+    return cx__secrets_get(rt->secrets, ctx->connector, account, name, out);
+}
+
+void cx_runtime_set_secret_source(cx_runtime_t *rt, cx_secret_source_fn fn, void *ud)
+{
+    rt->secret_source = fn;
+    rt->secret_source_ud = ud;
+}
+
+const char *cx_runtime_account_tenant(const cx_runtime_t *rt, const char *connector,
+                                      const char *account_id)
+{
+    if (rt == NULL || connector == NULL)
+        return NULL;
+    return cx__accounts_lookup(rt, connector, account_id);
 }
 
 static void boot_line(cx_runtime_t *rt, int level, int rc, const char *msg)

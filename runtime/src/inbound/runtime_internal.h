@@ -60,6 +60,8 @@ struct cx_runtime_s {
     size_t n_handlers;
     cx_account_t *accounts; /* sorted by (connector, account_id) */
     size_t n_accounts, cap_accounts;
+    cx_secret_source_fn secret_source; /* consulted by cx_ctx_secret before the files */
+    void *secret_source_ud;
     /* Completions the store lost (it was down after handlers ran): retried before the next
      * claims, so the provider's redelivery finds them done instead of running them again. */
     pthread_mutex_t pending_mu;
