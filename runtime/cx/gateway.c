@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -103,6 +104,23 @@ void cx_gw_error(cx_gw_response_t *resp, int status, const char *code, const cha
     cx_buf_printf(resp->body, "{\"ok\":false,\"errorCode\":\"%s\",\"message\":", code);
     cx_cli_json_str(resp->body, msg, strlen(msg));
     cx_buf_putc(resp->body, '}');
+}
+
+int cx_gw_header(cx_gw_response_t *resp, const char *name, const char *value)
+{
+    if (resp->headers == NULL || name == NULL || value == NULL || name[0] == '\0' ||
+        strcasecmp(name, "Content-Type") == 0)
+        return -1;
+    for (const char *p = name; *p; p++)
+        if (*p <= ' ' || *p == ':' || *p == 0x7f)
+            return -1;
+    for (const char *p = value; *p; p++)
+        if (*p == '\r' || *p == '\n')
+            return -1;
+    size_t n = strlen(name) + 1, v = strlen(value) + 1;
+    if (cx_buf_append(resp->headers, name, n) != 0 || cx_buf_append(resp->headers, value, v) != 0)
+        return -1;
+    return 0;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -189,6 +207,8 @@ static enum MHD_Result send_response(cx_gw_t *gw, struct MHD_Connection *conn, c
     if (cx_buf_error(resp->body)) {
         status = 500;
         cx_gw_error(resp, 500, "INTERNAL", "response too large");
+        if (resp->headers)
+            cx_buf_reset(resp->headers);
     }
     struct MHD_Response *r = MHD_create_response_from_buffer(
         resp->body->len, resp->body->data ? resp->body->data : "", MHD_RESPMEM_MUST_COPY);
@@ -198,6 +218,17 @@ static enum MHD_Result send_response(cx_gw_t *gw, struct MHD_Connection *conn, c
                             resp->content_type ? resp->content_type : "application/json");
     if (status == 405)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, POST");
+    /* Extra headers: "name\0value\0" pairs, checked by cx_gw_header. */
+    if (resp->headers && !cx_buf_error(resp->headers)) {
+        const char *p = resp->headers->data, *end = p + resp->headers->len;
+        while (p && p < end) {
+            const char *v = p + strlen(p) + 1;
+            if (v >= end)
+                break;
+            MHD_add_response_header(r, p, v);
+            p = v + strlen(v) + 1;
+        }
+    }
     if (atomic_load(&gw->draining))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, r);
@@ -218,7 +249,7 @@ static enum MHD_Result respond_error(cx_gw_t *gw, struct MHD_Connection *conn, c
     char mem[512];
     cx_buf_t b;
     cx_buf_init_fixed(&b, mem, sizeof mem);
-    cx_gw_response_t resp = {0, NULL, &b};
+    cx_gw_response_t resp = {0, NULL, &b, NULL};
     cx_gw_error(&resp, status, code, msg);
     cx_log_record_t r;
     if (cx_log_begin(&r, gw->cfg.log, status == 413 ? CX_LOG_WARN : CX_LOG_DEBUG)) {
@@ -254,11 +285,13 @@ static enum MHD_Result dispatch(cx_gw_t *gw, struct MHD_Connection *conn, conn_s
                            hl.n,
                            st->body.len ? st->body.data : "",
                            st->body.len};
-    cx_buf_t out;
+    cx_buf_t out, hdrs;
     cx_buf_init(&out, gw->cfg.max_response_bytes);
-    cx_gw_response_t resp = {0, NULL, &out};
+    cx_buf_init(&hdrs, 2048);
+    cx_gw_response_t resp = {0, NULL, &out, &hdrs};
     route->fn(gw->cfg.app, &req, &resp);
     enum MHD_Result rc = send_response(gw, conn, st, &resp);
+    cx_buf_free(&hdrs);
     cx_buf_free(&out);
     cx_buf_free(&q);
     free(hl.items);

@@ -41,6 +41,7 @@ typedef struct cx_gw_response_s {
     int status;               /* 0 = 500 */
     const char *content_type; /* static; NULL = application/json */
     cx_buf_t *body;           /* the gateway's buffer */
+    cx_buf_t *headers;        /* private: extra headers (cx_gw_header); NULL = none allowed */
 } cx_gw_response_t;
 
 typedef void (*cx_gw_handler_fn)(void *app, const cx_gw_request_t *req, cx_gw_response_t *resp);
@@ -88,5 +89,10 @@ void cx_gw_stop(cx_gw_t *gw);
 
 /* {"ok":false,"errorCode":code,"message":msg} into resp. */
 void cx_gw_error(cx_gw_response_t *resp, int status, const char *code, const char *msg);
+
+/* Adds a response header (copied: Location, Retry-After, Cache-Control, ...). A name or value
+ * with a CR, LF or NUL is refused (no header injection), as is Content-Type (set content_type)
+ * or more than 2 KiB of headers. Returns 0 or -1. */
+int cx_gw_header(cx_gw_response_t *resp, const char *name, const char *value);
 
 #endif
