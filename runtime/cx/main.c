@@ -5,6 +5,7 @@
  *   cx replay     captured requests sent to a running gateway
  *   cx validate   canonical JSON checked against the schema
  *   cx dlq        dead letters: list, show, replay, purge (libcx: cx_dlq_cli)
+ *   cx apikey     API keys of the internal routes (new, check)
  *   cx version    SemVer, schema-set digest, git commit
  *
  * Exit codes: 0 ok, 1 input invalid, 2 usage, 69 unavailable, 70 internal, 78 config.
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "apikeys.h"
 #include "cli.h"
 #include "cx/cx.h"
 #include "cx/audit.h"
@@ -113,6 +115,25 @@ static const command_t COMMANDS[] = {
      "examples:\n"
      "  cx dlq list --redis 127.0.0.1:6379 --env production\n"
      "  cx dlq replay 'dm:whatsapp:123:msg:wamid.X' --redis 127.0.0.1:6379 --env production\n"},
+    {"apikey", cx_cmd_apikey, "create an API key for the internal routes of cx serve",
+     "usage: cx apikey new --id ID --tenant T... --capability C... [--connector C]...\n"
+     "                     [--append FILE]\n"
+     "       cx apikey check FILE\n"
+     "\n"
+     "new prints a fresh key (cxk_ + 43 base64url characters, 256 random bits) on the first\n"
+     "line, and on the second the line to store in the key file (default\n"
+     "<secrets>/runtime/api_keys; config api_keys_file): `ID sha256:<hex> tenants=...\n"
+     "connectors=... capabilities=...`. The key is shown only once; the server keeps only its\n"
+     "SHA-256. With --append FILE the line is appended to FILE (created 0600; an id already in\n"
+     "it is refused) and only the key is printed. Send SIGHUP to cx serve to load it.\n"
+     "--tenant, --capability and --connector repeat; * means any. Capabilities are the\n"
+     "outbound capability ids (outbound_messages, ...) and `oauth` (GET\n"
+     "/oauth/<connector>/start). check parses a key file and prints each id with its grants.\n"
+     "\n"
+     "examples:\n"
+     "  cx apikey new --id billing --tenant acme --capability outbound_messages\n"
+     "  cx apikey new --id onboarding --tenant '*' --connector whatsapp --capability oauth \\\n"
+     "                --append /run/secrets/cx/runtime/api_keys\n"},
     {"version", cx_cmd_version, "print the version, schema-set digest and git commit",
      "usage: cx version\n"
      "\n"
