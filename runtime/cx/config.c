@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "serve_outbound.h"
 
 #define SUB "serve"
 
@@ -109,6 +110,9 @@ void cx_serve_config_free(cx_serve_config_t *cfg)
         return;
     free(cfg->secrets_dir);
     free(cfg->redis_password_file);
+    free(cfg->api_keys_file);
+    free(cfg->audit_dir);
+    json_decref(cfg->oauth);
     free(cfg->count_file);
     free(cfg->connectors);
     for (size_t i = 0; i < cfg->n_rate_limits; i++) {
@@ -554,6 +558,24 @@ static int load_file(cx_serve_config_t *cfg, const char *path)
                     goto done;
                 }
             }
+        } else if (strcmp(key, "api_keys_file") == 0 || strcmp(key, "audit_dir") == 0) {
+            if ((rc = get_string(&fc, key, v, &s)) != 0)
+                goto done;
+            char **slot = key[0] == 'a' && key[1] == 'p' ? &cfg->api_keys_file : &cfg->audit_dir;
+            free(*slot);
+            if ((*slot = resolve(fc.base_dir, s)) == NULL) {
+                rc = CX_EXIT_INTERNAL;
+                goto done;
+            }
+        } else if (strcmp(key, "oauth") == 0) {
+            char why[512];
+            if (cx_serve_oauth_check(v, why, sizeof why) != 0) {
+                cx_cli_error(SUB, "config %s: %s", path, why);
+                rc = CX_EXIT_CONFIG;
+                goto done;
+            }
+            json_decref(cfg->oauth);
+            cfg->oauth = json_incref(v);
         } else if (strcmp(key, "limits") == 0) {
             if ((rc = file_limits(cfg, &fc, v)) != 0)
                 goto done;

@@ -42,6 +42,11 @@ typedef struct cx_serve_config_s {
     size_t n_libs;
     /* The connector ids to host, comma-separated; NULL = every built-in and loaded one. */
     char *connectors;
+    /* The outbound routes (serve_outbound.h): the API key file (NULL = <secrets_dir>/runtime/
+     * api_keys), the audit file store (NULL = Redis when configured), the "oauth" object. */
+    char *api_keys_file;
+    char *audit_dir;
+    struct json_t *oauth; /* a reference, NULL = no OAuth apps */
     unsigned max_connections;
     unsigned max_connections_per_ip; /* 0 = no per-IP limit */
     unsigned connection_timeout_s;

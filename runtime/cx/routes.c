@@ -1,10 +1,12 @@
-/* The routes of `cx serve`. A new route is one row in cx_serve_routes and one handler here
- * (planned: /oauth/<connector>/callback, /commands/<capability>, /dlq): the gateway does the
- * HTTP (limits, body, 404/405, Connection: close while draining, http_requests_total). */
+/* The routes of `cx serve`. A new route is one row in cx_serve_routes and one handler (here,
+ * or in its own file for the larger ones: commands.c, oauth_routes.c; planned: /dlq): the
+ * gateway does the HTTP (limits, body, 404/405, Connection: close while draining,
+ * http_requests_total). */
 #define _POSIX_C_SOURCE 200809L
 #include <string.h>
 
 #include "serve.h"
+#include "serve_outbound.h"
 
 /* Connector ids are path segments: [a-z0-9_-]{1,63}. Anything else cannot be hosted. */
 static int valid_connector_id(const char *s)
@@ -84,5 +86,9 @@ const cx_gw_route_t cx_serve_routes[] = {
     {"health", "/health", 0, CX_GW_GET, on_health},
     {"ready", "/ready", 0, CX_GW_GET, on_ready},
     {"metrics", "/metrics", 0, CX_GW_GET, on_metrics},
+    /* Internal callers (API keys): a canonical command sent exactly once. */
+    {"commands", "/commands/", 1, CX_GW_POST, cx_serve_on_command},
+    /* /oauth/<connector>/start (API key) and /oauth/<connector>/callback (the state). */
+    {"oauth", "/oauth/", 1, CX_GW_GET, cx_serve_on_oauth},
 };
 const size_t cx_serve_n_routes = sizeof cx_serve_routes / sizeof cx_serve_routes[0];

@@ -41,6 +41,7 @@
 #include "connectors.h"
 #include "cx/cx.h"
 #include "serve.h"
+#include "serve_outbound.h"
 
 #define SUB "serve"
 
@@ -184,6 +185,7 @@ int cx_cmd_serve(int argc, char **argv)
     int queued = cfg.handler_mode == CX_HANDLER_MODE_QUEUED;
     cx_runtime_t *rt = NULL;
     cx_gw_t *gw = NULL;
+    cx_serve_outbound_t *outbound = NULL; /* /commands, /oauth */
     cx_connector_set_t conns;
     memset(&conns, 0, sizeof conns);
     default_handler_t dh = {NULL, cfg.test_handler_delay_ms, -1};
@@ -320,6 +322,14 @@ int cx_cmd_serve(int argc, char **argv)
         exit_code = exit_code_for(rc);
         goto done;
     }
+    {
+        int orc = cx_serve_outbound_start(&cfg, rt, lg, metrics, &outbound, why, sizeof why);
+        if (orc != CX_EXIT_OK) {
+            cx_cli_error(SUB, "%s", why);
+            exit_code = orc;
+            goto done;
+        }
+    }
     if (cx_runtime_queued(rt) && (rc = cx_runtime_start_workers(rt, &err)) != 0) {
         cx_cli_error(SUB, "%s", err.message[0] ? err.message : cx_strerror(rc));
         goto done;
@@ -330,7 +340,7 @@ int cx_cmd_serve(int argc, char **argv)
         cx_cli_error(SUB, "cannot install signal handlers: %s", strerror(errno));
         goto done;
     }
-    cx_serve_app_t app = {rt, metrics, NULL};
+    cx_serve_app_t app = {rt, metrics, NULL, outbound};
     cx_gw_config_t gc = {.host = cfg.listen_host,
                          .port = cfg.listen_port,
                          .threads = cfg.threads,
@@ -377,6 +387,7 @@ int cx_cmd_serve(int argc, char **argv)
         for (ssize_t i = 0; i < n; i++) {
             if (sigs[i] == SIGHUP) {
                 cx_runtime_reload_secrets(rt, &err);
+                cx_serve_outbound_reload(outbound);
             } else if (!draining) {
                 draining = 1;
                 deadline = cx_cli_now_ms() + cfg.drain_timeout_s * 1000.0;
@@ -425,6 +436,7 @@ int cx_cmd_serve(int argc, char **argv)
 
 done:
     cx_gw_stop(gw);
+    cx_serve_outbound_free(outbound);
     cx_runtime_destroy(rt);
     cx_queue_destroy(queue);
     cx_ratelimit_destroy(limiter);

@@ -11,6 +11,7 @@ typedef struct cx_serve_app_s {
     cx_runtime_t *rt;      /* hosts every exposed connector */
     cx_metrics_t *metrics; /* the runtime's registry, rendered by /metrics */
     cx_gw_t *gw;           /* set once the gateway runs (its draining state) */
+    struct cx_serve_outbound_s *outbound; /* /commands and /oauth (serve_outbound.h) */
 } cx_serve_app_t;
 
 /* The route table of `cx serve` (routes.c); handlers take a cx_serve_app_t. */
