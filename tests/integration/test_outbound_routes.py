@@ -47,6 +47,7 @@ class Mock:
         self.token_script = []    # (status, body) answers for /token
         self.issued = []
         self.n = 0
+        self.release = threading.Event()
         mock = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -74,6 +75,9 @@ class Mock:
                     mock.n += 1
                     n = mock.n
                     step = mock.script.pop(0) if mock.script else None
+                if step and step[0] == "hang":
+                    mock.release.wait(step[1])  # past the client's timeout: it gives up
+                    return None
                 if step:
                     return self.reply(*step)
                 self.reply(200, {"messaging_product": "whatsapp",
@@ -83,6 +87,9 @@ class Mock:
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+
+            def handle_error(self, request, client_address):
+                pass  # a client that gave up on a hanging answer
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
@@ -397,6 +404,50 @@ def test_provider_failure_is_502_and_the_command_can_be_sent_again():
     assert status == 200 and not body["replayed"], body
 
 
+def test_no_answer_after_sending_is_504_in_doubt_and_never_resent():
+    n = mock.count()
+    mock.release.clear()
+    mock.script.append(("hang", 30))  # the connector's client gives up after 10 s
+    try:
+        status, body, _ = post(command("doubt-1"))
+    finally:
+        mock.release.set()
+    assert status == 504 and body["errorCode"] == "IN_DOUBT" and body["state"] == "in_doubt", \
+        body
+    assert not body["retryable"] and body["errorClass"] == "provider", body
+    for _ in range(3):
+        status, body, _ = post(command("doubt-1"))
+        assert status == 504 and body["replayed"] and body["state"] == "in_doubt", body
+    assert mock.count() == n + 1, "an in-doubt command was sent again"
+
+
+def test_key_file_errors_are_refused_whole():
+    cases = {
+        "no hash": "a tenants=acme capabilities=oauth\n",
+        "short hash": "a sha256:abcd tenants=acme capabilities=oauth\n",
+        "unknown attribute": f"a sha256:{'1' * 64} tenants=acme capabilities=oauth role=x\n",
+        "no capabilities": f"a sha256:{'1' * 64} tenants=acme\n",
+        "bad tenant": f"a sha256:{'1' * 64} tenants=Acme capabilities=oauth\n",
+        "bad capability": f"a sha256:{'1' * 64} tenants=acme capabilities=send_all\n",
+        "duplicate id": f"a sha256:{'1' * 64} tenants=acme capabilities=oauth\n"
+                        f"a sha256:{'2' * 64} tenants=acme capabilities=oauth\n",
+        "duplicate hash": f"a sha256:{'1' * 64} tenants=acme capabilities=oauth\n"
+                          f"b sha256:{'1' * 64} tenants=acme capabilities=oauth\n",
+        "nul byte": f"a sha256:{'1' * 64} tenants=acme capabilities=oauth\0\n",
+    }
+    path = work.file("keys-check")
+    for what, text in cases.items():
+        with open(path, "w") as f:
+            f.write(text)
+        rc, out, err = cxtest.run_cx(["apikey", "check", path])
+        assert rc == 1 and err.startswith("cx apikey: ") and out == "", (what, rc, out, err)
+        assert "1111" not in err, "a hash in an error line"
+    with open(path, "w") as f:
+        f.write(f"# comment\n\n  a sha256:{'1' * 64} tenants=acme,globex capabilities=* \n")
+    rc, out, err = cxtest.run_cx(["apikey", "check", path])
+    assert rc == 0 and out == "a tenants=acme,globex connectors=* capabilities=*\n", (out, err)
+
+
 # ---- OAuth ---------------------------------------------------------------------------------------
 
 def start_oauth(account=OAUTH_ACCOUNT, tenant="acme", key="onboarding"):
@@ -648,6 +699,8 @@ if __name__ == "__main__":
             test_unknown_connector_or_capability_is_404,
             test_permanent_rejection_is_422_stored_and_replayed,
             test_provider_failure_is_502_and_the_command_can_be_sent_again,
+            test_no_answer_after_sending_is_504_in_doubt_and_never_resent,
+            test_key_file_errors_are_refused_whole,
             test_oauth_start_redirects_with_pkce_and_state,
             test_oauth_callback_stores_the_token_and_a_command_uses_it,
             test_oauth_state_is_single_use_and_errors_are_400,
