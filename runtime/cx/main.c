@@ -118,6 +118,25 @@ static const command_t COMMANDS[] = {
      "examples:\n"
      "  cx dlq list --redis 127.0.0.1:6379 --env production\n"
      "  cx dlq replay 'dm:whatsapp:123:msg:wamid.X' --redis 127.0.0.1:6379 --env production\n"},
+    {"audit", cx_audit_cli, "verify, show or trim the tamper-evident audit trail",
+     /* the library's command (cx/audit.h, docs/audit.md) */
+     "usage: cx audit verify [--tenant T] STORE KEY\n"
+     "       cx audit show --correlation-id ID [--tenant T] STORE KEY\n"
+     "       cx audit retain --max-age DAYS [--tenant T] STORE KEY\n"
+     "  STORE: --dir DIR [--checkpoint-dir DIR] | --redis HOST:PORT [--env ENV]\n"
+     "         [--redis-password-file F]\n"
+     "  KEY:   --secrets DIR     (runtime/audit_key, audit_key.previous)\n"
+     "  environment: CX_AUDIT_DIR, CX_REDIS, CX_ENV, CX_SECRETS_DIR (flags win)\n"
+     "\n"
+     "verify walks every tenant's chain (or one) from its genesis and checks each record's MAC\n"
+     "and the signed checkpoints: an edited, removed, reordered, forged or truncated record is\n"
+     "reported with its sequence number. show prints the verified records of one correlation\n"
+     "id as JSON lines. retain drops records older than DAYS and moves the checkpoint. Exit\n"
+     "codes: 0 intact, 1 a chain is broken, 2 usage, 69 store unavailable, 78 configuration.\n"
+     "\n"
+     "examples:\n"
+     "  cx audit verify --redis 127.0.0.1:6379 --env production --secrets /run/secrets/cx\n"
+     "  cx audit show --correlation-id 6f1c... --dir /var/lib/cx/audit --secrets ./secrets\n"},
     {"apikey", cx_cmd_apikey, "create an API key for the internal routes of cx serve",
      "usage: cx apikey new --id ID --tenant T... --capability C... [--connector C]...\n"
      "                     [--append FILE]\n"

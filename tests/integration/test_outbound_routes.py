@@ -20,6 +20,7 @@ import http.server
 import json
 import os
 import secrets
+import shutil
 import signal
 import socketserver
 import threading
@@ -628,6 +629,23 @@ def test_sends_and_authorisations_are_audited():
     assert any(l["action"] == "integration.authorized" for l in lines), lines
     denied = [l for l in lines if l.get("outcome") == "AUDIT_OUTCOME_DENIED"]
     assert any(l.get("errorCode") == "ACCOUNT_FORBIDDEN" for l in denied), denied
+    # `cx audit verify` on what cx serve wrote: intact; then on a copy with one record edited.
+    audit_dir = os.path.join(work.path, "audit")
+    secrets_dir = os.path.join(work.path, "secrets")
+    rc, out, err = cxtest.run_cx(["audit", "verify", "--dir", audit_dir, "--secrets", secrets_dir])
+    assert rc == 0 and "acme: ok" in out, (rc, out, err)
+    rc, out, err = cxtest.run_cx(["audit", "show", "--correlation-id", sends[0]["correlationId"],
+                                  "--dir", audit_dir, "--secrets", secrets_dir])
+    assert rc == 0 and [json.loads(l)["seq"] for l in out.splitlines()] == [sends[0]["seq"]], \
+        (rc, out, err)
+    forged = os.path.join(work.path, "audit-forged")
+    shutil.copytree(audit_dir, forged)
+    with open(os.path.join(forged, "acme.jsonl")) as f:
+        text = f.read()
+    with open(os.path.join(forged, "acme.jsonl"), "w") as f:
+        f.write(text.replace("AUDIT_OUTCOME_DENIED", "AUDIT_OUTCOME_SUCCEEDED", 1))
+    rc, out, err = cxtest.run_cx(["audit", "verify", "--dir", forged, "--secrets", secrets_dir])
+    assert rc == 1 and "acme: BROKEN" in out, (rc, out, err)
 
 
 def test_production_refuses_outbound_routes_without_an_audit_key():
