@@ -393,8 +393,7 @@ static int file_rate_limits(cx_serve_config_t *cfg, const file_ctx_t *fc, json_t
         char k[160];
         snprintf(k, sizeof k, "rate_limits[%zu]", i);
         if (!json_is_object(r))
-            return bad(fc, k, "must be an object {tenant, capability, per_second, burst, "
-                              "per_day}");
+            return bad(fc, k, "must be an object {tenant, capability, per_second, burst, per_day}");
         cx_rate_limit_rule_t *d = &rules[cfg->n_rate_limits++];
         const char *key;
         json_t *v;
@@ -776,8 +775,8 @@ int cx_serve_config_load(cx_serve_config_t *cfg, int argc, char **argv)
                                                                    : CX_HANDLER_MODE_QUEUED;
     uint32_t claim_ttl = cfg->worker_claim_ttl_ms ? cfg->worker_claim_ttl_ms : 30000;
     if (cfg->handler_mode == CX_HANDLER_MODE_QUEUED && cfg->handler_deadline_ms >= claim_ttl) {
-        cx_cli_error(SUB, "handler_deadline_ms (%u) must be shorter than worker_claim_ttl_ms (%u) "
-                     "in queued mode", cfg->handler_deadline_ms, claim_ttl);
+        cx_cli_error(SUB, "handler_deadline_ms (%u) must be shorter than worker_claim_ttl_ms (%u)",
+                     cfg->handler_deadline_ms, claim_ttl);
         return CX_EXIT_CONFIG;
     }
     return 0;
