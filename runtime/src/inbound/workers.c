@@ -30,8 +30,9 @@
  * is acknowledged, so duplicates (provider redeliveries, reclaimed entries, DLQ replays, a
  * second copy of an entry) never run twice. The one window left is a process killed after a
  * handler returned and before its completion reached the store (microseconds): the reclaimed
- * entry runs again (at least once). Handlers with external side effects use idempotency keys
- * (the outbound intent keys) for that case.
+ * entry runs again (at least once). Handlers with external side effects make them idempotent
+ * by the item's dedupe key (the outbound intent keys for provider calls): delivery at least
+ * once, effects exactly once (docs/durable-processing.md, "Exactly once under kill -9").
  */
 #define _POSIX_C_SOURCE 200809L
 
