@@ -2,14 +2,19 @@
 # Head-to-head: `cx serve` against the reference Node implementation of the same webhook
 # pipeline, in one run, with the same load generator. Prints figures and ratios; asserts nothing.
 #
-#   scripts/bench-h2h.sh [-d SECONDS] [-c "8 32"] [-w "1 2"] [-T "0"] [-s SOAK_SECONDS]
+#   scripts/bench-h2h.sh [-d SECONDS] [-c "8 32"] [-w "1 2"] [-T "0"] [-M "inline queued"]
+#                        [-s SOAK_SECONDS]
 #
 #   -d  seconds per measured run (default 15)
 #   -c  wrk connection counts (default "8 32")
 #   -w  Node peer worker counts (default "1 2"; 1 = one process, N = node:cluster with N)
 #   -T  cx serve pool-thread counts (config key "threads"; default "0" = one per core)
-#   -s  cx serve soak at 32 connections, RSS sampled at 10 s and at the end (default 60;
-#       0 skips it)
+#   -M  cx serve handler modes (default "inline queued"): inline runs claim, handler and
+#       completion in the request, as the Node peer does; queued (the production default)
+#       answers once each item is claimed and in the Redis work queue, and the gateway's
+#       workers run the handlers meanwhile
+#   -s  cx serve soak (first thread count and mode) at 32 connections, RSS sampled at 10 s and
+#       at the end (default 60; 0 skips it)
 #
 # Environment: PEERS_DIR (default ../shared/peers beside the repository: node-webhook/ and
 # loadgen/loadgen.sh), BUILD_DIR (default build/bench).
@@ -22,20 +27,20 @@
 # a 5 s warm-up for each freshly started server. The Node peer's dependencies are installed
 # once with `npm ci` into a copy under BUILD_DIR (the peers directory stays untouched).
 #
-# Per run: items/s and p50/p99 (wrk, coordinated-omission corrected), the server's CPU (all its
-# processes, 100 = one core) and RSS; then ratios cx/Node (items/s) and Node/cx (p99) for each
-# connection count, against Node's best worker count. Redis keys after a run equal items sent:
-# nothing was lost or deduped by mistake.
+# Per run: items/s answered and p50/p99 (wrk, coordinated-omission corrected); for cx also the
+# items its handlers ran during the window (events_processed_total: in queued mode the workers
+# may trail the acks); the server's CPU (all its processes, 100 = one core) and RSS; then ratios
+# cx/Node (items/s) and Node/cx (p99) for each connection count, against Node's best worker count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 
-dur=15 conns="8 32" workers="1 2" cx_threads="0" soak=60
-while getopts "d:c:w:T:s:h" opt; do
+dur=15 conns="8 32" workers="1 2" cx_threads="0" modes="inline queued" soak=60
+while getopts "d:c:w:T:M:s:h" opt; do
   case "$opt" in
     d) dur="$OPTARG" ;; c) conns="$OPTARG" ;; w) workers="$OPTARG" ;; T) cx_threads="$OPTARG" ;;
-    s) soak="$OPTARG" ;;
-    h|*) sed -n '2,29p' "$0"; exit 2 ;;
+    M) modes="$OPTARG" ;; s) soak="$OPTARG" ;;
+    h|*) sed -n '2,34p' "$0"; exit 2 ;;
   esac
 done
 peers="${PEERS_DIR:-$root/../shared/peers}"
@@ -124,8 +129,9 @@ wait_up() {
   done
   echo "bench-h2h: server did not start:" >&2; tail -5 "$tmp/server.log" >&2; exit 1
 }
-start_cx() {
-  printf '{"threads": %d, "limits": {"max_connections": 4096}}\n' "$1" >"$tmp/serve.json"
+start_cx() { # THREADS MODE
+  printf '{"threads": %d, "handler_mode": "%s", "limits": {"max_connections": 4096}}\n' "$1" "$2" \
+    >"$tmp/serve.json"
   "$cx" serve --config "$tmp/serve.json" --env production --listen "127.0.0.1:$port" \
     --secrets "$tmp/secrets" --redis "127.0.0.1:$redis_port" --connectors whatsapp \
     --account whatsapp:106540352242922=loadgen --log-level warn >"$tmp/server.log" 2>&1 &
@@ -140,40 +146,52 @@ start_node() {
   sleep 1 # cluster workers
 }
 
+# Items the gateway's handlers ran so far ("-" for the Node peer, which has no such metric).
+processed() {
+  local m
+  m="$(curl -sf "http://127.0.0.1:$port/metrics" 2>/dev/null || true)"
+  awk '/^events_processed_total\{connector="whatsapp"/ {s += $2; n = 1} END {if (n) printf "%d", s; else print "-"}' <<<"$m"
+}
+
 # run NAME CONNS SECONDS: one measured loadgen run; appends a row to $tmp/rows.
 run() {
-  local name="$1" c="$2" d="$3" pids t0 t1 out res
-  rcli flushall >/dev/null
+  local name="$1" c="$2" d="$3" pids t0 t1 p0 p1 out res
   pids="$server_pid $(children "$server_pid")"
   # shellcheck disable=SC2086
-  t0="$(cpu_ticks $pids)"
+  t0="$(cpu_ticks $pids)"; p0="$(processed)"
   out="$("$loadgen" -p "$port" -s "$secret" -m unique -c "$c" -d "$d" -P $(( 9000 * d )) 2>&1)"
   # shellcheck disable=SC2086
-  t1="$(cpu_ticks $pids)"
+  t1="$(cpu_ticks $pids)"; p1="$(processed)"
   res="$(grep '^LOADGEN_RESULT ' <<<"$out" | sed 's/^LOADGEN_RESULT //')"
   [ -n "$res" ] || { echo "bench-h2h: loadgen failed:" >&2; tail -5 <<<"$out" >&2; exit 1; }
   local items p50 p99 reqs errs keys cpu rss
   items="$(field "$res" items_per_s)"; p50="$(field "$res" latency_ms.p50)"
   p99="$(field "$res" latency_ms.p99)"; reqs="$(field "$res" requests)"
   errs="$(python3 -c 'import json,sys; print(sum(json.loads(sys.argv[1])["errors"].values()))' "$res")"
-  keys="$(rcli dbsize)"
   cpu="$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" -v d="$(field "$res" duration_s)" \
     'BEGIN {printf "%.0f", (b - a) / hz / d * 100}')"
   # shellcheck disable=SC2086
   rss="$(awk -v k="$(rss_kib $pids)" 'BEGIN {printf "%.1f", k / 1024}')"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$items" "$p50" "$p99" "$cpu" "$rss" \
-    "$errs" "$((keys))/$((reqs * 10))" >>"$tmp/rows"
+  local ran="-"
+  [ "$p0" != "-" ] && ran="$(awk -v a="$p0" -v b="$p1" -v d="$(field "$res" duration_s)" 'BEGIN {printf "%.0f", (b - a) / d}')"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$items" "$p50" "$p99" "$cpu" "$rss" \
+    "$errs" "$reqs" "$ran" >>"$tmp/rows"
   log "$name c=$c: $items items/s, p50 $p50 ms, p99 $p99 ms, cpu $cpu%, rss $rss MiB"
 }
 
 log "redis $(redis-server --version | awk '{print $3}'), node $(node --version), $(wrk --version 2>&1 | head -1 | awk '{print "wrk", $2}'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+# Each server starts on an empty Redis; its runs then add unique keys, as in production.
 for t in $cx_threads; do
-  start_cx "$t"
-  "$loadgen" -p "$port" -s "$secret" -m unique -c 32 -d 5 -P 20000 >/dev/null 2>&1 # warm-up
-  for c in $conns; do run "cx(threads=$t)" "$c" "$dur"; done
-  stop_server
+  for m in $modes; do
+    rcli flushall >/dev/null
+    start_cx "$t" "$m"
+    "$loadgen" -p "$port" -s "$secret" -m unique -c 32 -d 5 -P 20000 >/dev/null 2>&1 # warm-up
+    for c in $conns; do run "cx $m (threads=$t)" "$c" "$dur"; done
+    stop_server
+  done
 done
 for w in $workers; do
+  rcli flushall >/dev/null
   start_node "$w"
   "$loadgen" -p "$port" -s "$secret" -m unique -c 32 -d 5 -P 20000 >/dev/null 2>&1
   for c in $conns; do run "node(workers=$w)" "$c" "$dur"; done
@@ -181,22 +199,24 @@ for w in $workers; do
 done
 
 echo
-echo "| server | conns | items/s | p50 ms | p99 ms | server CPU % | RSS MiB | errors | redis keys / items sent |"
-echo "|---|---|---|---|---|---|---|---|---|"
-awk -F'\t' '{printf "| %s | %s | %.0f | %.2f | %.2f | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}' "$tmp/rows"
+echo "| server | conns | items/s answered | p50 ms | p99 ms | handlers ran, items/s | server CPU % | RSS MiB | socket errors | requests |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+awk -F'\t' '{printf "| %s | %s | %.0f | %.2f | %.2f | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $10, $6, $7, $8, $9}' "$tmp/rows"
 echo
-echo "| conns | best cx items/s | best Node items/s | items/s cx / Node | p99 Node / cx |"
-echo "|---|---|---|---|---|"
-for c in $conns; do
-  awk -F'\t' -v c="$c" '$2 == c && $1 ~ /^cx/ && $3 > bc {bc = $3; pc = $5}
-    $2 == c && $1 ~ /^node/ && $3 > bn {bn = $3; pn = $5}
-    END {printf "| %s | %.0f | %.0f | %.2fx | %.2fx |\n", c, bc, bn, bc / bn, pn / pc}' "$tmp/rows"
+echo "| cx mode | conns | best cx items/s | best Node items/s | items/s cx / Node | p99 Node / cx |"
+echo "|---|---|---|---|---|---|"
+for m in $modes; do
+  for c in $conns; do
+    awk -F'\t' -v c="$c" -v m="cx $m " '$2 == c && index($1, m) == 1 && $3 > bc {bc = $3; pc = $5}
+      $2 == c && $1 ~ /^node/ && $3 > bn {bn = $3; pn = $5}
+      END {printf "| %s | %s | %.0f | %.0f | %.2fx | %.2fx |\n", substr(m, 4), c, bc, bn, bc / bn, pn / pc}' "$tmp/rows"
+  done
 done
 
 if [ "$soak" -gt 0 ]; then
-  t="${cx_threads%% *}"
-  start_cx "$t"
+  t="${cx_threads%% *}" m="${modes%% *}"
   rcli flushall >/dev/null
+  start_cx "$t" "$m"
   (sleep 10; rss_kib "$server_pid" >"$tmp/rss10") &
   sampler=$!
   "$loadgen" -p "$port" -s "$secret" -m unique -c 32 -d "$soak" -P 200000 >"$tmp/soak.out" 2>&1
@@ -204,8 +224,8 @@ if [ "$soak" -gt 0 ]; then
   wait "$sampler" || true
   res="$(grep '^LOADGEN_RESULT ' "$tmp/soak.out" | sed 's/^LOADGEN_RESULT //')"
   echo
-  printf 'soak: cx serve %s s at 32 connections: %s items/s, p99 %s ms, RSS %s MiB at 10 s, %s MiB at %s s\n' \
-    "$soak" "$(field "$res" items_per_s)" "$(field "$res" latency_ms.p99)" \
+  printf 'soak: cx serve (%s, threads=%s) %s s at 32 connections: %s items/s, p99 %s ms, RSS %s MiB at 10 s, %s MiB at %s s\n' \
+    "$m" "$t" "$soak" "$(field "$res" items_per_s)" "$(field "$res" latency_ms.p99)" \
     "$(awk -v k="$(cat "$tmp/rss10")" 'BEGIN {printf "%.1f", k / 1024}')" \
     "$(awk -v k="$rss_end" 'BEGIN {printf "%.1f", k / 1024}')" "$soak"
   stop_server

@@ -211,6 +211,14 @@ int cx_cmd_serve(int argc, char **argv)
         goto done;
     }
 
+    /* Default pool threads: 8 per core. An inline handler, a Redis round trip or an outbound
+     * call blocks its thread, so one thread per core would leave the cores idle while requests
+     * wait in the queue (docs/benchmarks.md has the measurements). */
+    if (cfg.threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg.threads = 8 * (n > 0 ? (unsigned)n : 1);
+    }
+
     if (cfg.have_redis) {
         char *pw = NULL;
         if (cfg.redis_password_file &&
@@ -219,17 +227,12 @@ int cx_cmd_serve(int argc, char **argv)
             exit_code = CX_EXIT_CONFIG;
             goto done;
         }
-        unsigned threads = cfg.threads;
-        if (threads == 0) {
-            long n = sysconf(_SC_NPROCESSORS_ONLN);
-            threads = n > 0 ? (unsigned)n : 1;
-        }
         cx_redis_options_t ro = {.host = cfg.redis_host,
                                  .port = cfg.redis_port,
                                  .password = pw,
-                                 .pool_size = cfg.redis_pool_size ? cfg.redis_pool_size
-                                              : threads + 2 > 8   ? (int)threads + 2
-                                                                  : 8};
+                                 .pool_size = cfg.redis_pool_size   ? cfg.redis_pool_size
+                                              : cfg.threads + 2 > 8 ? (int)cfg.threads + 2
+                                                                    : 8};
         rc = cx_dedupe_store_redis(cx_environment_name(cfg.environment), &ro, &store, &err);
         if (rc == 0)
             rc = cx_dlq_redis(cx_environment_name(cfg.environment), NULL, &ro, &dlq, &err);
@@ -258,8 +261,8 @@ int cx_cmd_serve(int argc, char **argv)
                                   .dedupe = store,
                                   .logger = lg,
                                   .metrics = metrics,
-                                  .handler_mode = queued ? CX_HANDLER_MODE_QUEUED
-                                                         : CX_HANDLER_MODE_INLINE,
+                                  .handler_mode =
+                                      queued ? CX_HANDLER_MODE_QUEUED : CX_HANDLER_MODE_INLINE,
                                   .queue = queue,
                                   .dlq = dlq,
                                   .ratelimit = limiter,

@@ -42,8 +42,7 @@ struct cx__redis_pool_s {
     /* Joined round trips (cx__redis_pipeline_joined): callers queue under jmu; at most
      * JOIN_LEADERS of them at a time send everything queued in one round trip. */
     pthread_mutex_t jmu;
-    pthread_cond_t jcv; /* a joined round trip finished */
-    struct joiner_s *jhead, *jtail;
+    struct joiner_s *jhead, *jtail; /* each waits on its own condition variable */
     int leaders;
     slot_t slots[];
 };
@@ -115,7 +114,6 @@ int cx__redis_pool_create(const cx_redis_options_t *opts, cx__redis_pool_t **out
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->jmu, NULL);
-    pthread_cond_init(&p->jcv, NULL);
     *out = p;
     return 0;
 }
@@ -130,7 +128,6 @@ void cx__redis_pool_destroy(cx__redis_pool_t *p)
     }
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->jcv);
     pthread_mutex_destroy(&p->jmu);
     free(p->host);
     free(p->username);
@@ -412,13 +409,14 @@ typedef struct joiner_s {
     redisReply **replies;
     int rc;
     cx_error_t err;
-    bool taken; /* a leader has it */
-    bool done;  /* replies (or rc) are in */
+    bool taken;        /* a leader has it */
+    bool done;         /* replies (or rc) are in */
+    pthread_cond_t cv; /* signalled when done, or when it may lead */
     struct joiner_s *next;
 } joiner_t;
 
-/* Sends the batch (the list from first) on one connection and distributes the replies. A caller whose
- * replies were all read before a failure keeps them; the others get the failure. */
+/* Sends the batch (the list from first) on one connection and distributes the replies. A caller
+ * whose replies were all read before a failure keeps them; the others get the failure. */
 static void lead(cx__redis_pool_t *p, joiner_t *first)
 {
     session_t s;
@@ -465,7 +463,8 @@ int cx__redis_pipeline_joined(cx__redis_pool_t *p, const cx__redis_cmd_t *cmds, 
         replies[i] = NULL;
     if (n == 0)
         return 0;
-    joiner_t me = {cmds, n, replies, 0, {0}, false, false, NULL};
+    joiner_t me = {.cmds = cmds, .n = n, .replies = replies};
+    pthread_cond_init(&me.cv, NULL);
     pthread_mutex_lock(&p->jmu);
     if (p->jtail)
         p->jtail->next = &me;
@@ -474,7 +473,7 @@ int cx__redis_pipeline_joined(cx__redis_pool_t *p, const cx__redis_cmd_t *cmds, 
     p->jtail = &me;
     while (!me.done) {
         if (me.taken || p->leaders >= JOIN_LEADERS) {
-            pthread_cond_wait(&p->jcv, &p->jmu);
+            pthread_cond_wait(&me.cv, &p->jmu);
             continue;
         }
         /* Lead: take the queue from its head (where we are, or behind us) up to the cap. */
@@ -497,12 +496,17 @@ int cx__redis_pipeline_joined(cx__redis_pool_t *p, const cx__redis_cmd_t *cmds, 
         for (joiner_t *q = first; q;) {
             joiner_t *next = q->next; /* q may return and vanish once done is seen */
             q->done = true;
+            if (q != &me)
+                pthread_cond_signal(&q->cv);
             q = next;
         }
         p->leaders--;
-        pthread_cond_broadcast(&p->jcv);
+        /* Wake only who can use it: the waiter at the head of the queue leads next. */
+        if (p->jhead)
+            pthread_cond_signal(&p->jhead->cv);
     }
     pthread_mutex_unlock(&p->jmu);
+    pthread_cond_destroy(&me.cv);
     if (me.rc != 0 && err)
         *err = me.err;
     return me.rc;
