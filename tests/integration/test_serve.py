@@ -160,7 +160,7 @@ def write_config(name, cfg):
 def test_production_defaults_to_queued_mode():
     assert gw.listening_line()["handler_mode"] == "queued", gw.listening_line()
     w = workers_line(gw)
-    assert w and w["workers"] == 4, w  # the library's default worker count
+    assert w and w["workers"] == 8 * os.cpu_count(), w  # the library default: 8 per core
 
 
 def test_development_defaults_to_inline_mode():

@@ -114,7 +114,7 @@ typedef struct cx_runtime_config_s {
                                        each retry; 0 = 900000 (15 min) */
     uint32_t worker_claim_ttl_ms;   /* a silent worker's items go to another after this (the
                                        XAUTOCLAIM idle time); > handler_deadline_ms; 0 = 30000 */
-    unsigned workers;               /* worker threads; 0 = 4 */
+    unsigned workers;               /* worker threads; 0 = 8 per online core */
     unsigned tenant_concurrency;    /* handlers of one tenant at once in this process;
                                        0 = (workers + 1) / 2 */
     unsigned prefetch;              /* items a process holds beyond the running ones;

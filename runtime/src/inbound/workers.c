@@ -810,7 +810,10 @@ static void *worker_main(void *arg)
             pthread_mutex_lock(&w->mu);
             finish_run(w, h);
             held_free(h);
-            pthread_cond_broadcast(&w->cv);
+            /* This thread looks for its next item itself; the tenant slot it freed may let
+             * one more run, so wake one waiter, not all (a broadcast per item had every worker
+             * fight over w->mu). Stopping and fetched items still broadcast. */
+            pthread_cond_signal(&w->cv);
             continue;
         }
         int64_t now = cx__mono_now_ms();
@@ -1193,8 +1196,12 @@ int cx__durable_init(cx_runtime_t *rt, cx_error_t *err)
         c->queued_claim_ttl_ms = 900000;
     if (c->worker_claim_ttl_ms == 0)
         c->worker_claim_ttl_ms = 30000;
-    if (c->workers == 0)
-        c->workers = 4;
+    if (c->workers == 0) {
+        /* A worker waits on a Redis round trip per item (its completion): several per core
+         * keep the cores busy (docs/benchmarks.md, queued mode). */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = 8 * (cores > 0 ? (unsigned)cores : 1);
+    }
     if (c->tenant_concurrency == 0)
         c->tenant_concurrency = (c->workers + 1) / 2;
     if (c->prefetch == 0)
