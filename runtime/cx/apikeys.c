@@ -55,34 +55,6 @@ static int id_ok(const char *s, size_t n)
     return 1;
 }
 
-/* The schema's identifier format (tenant ids): [a-z0-9][a-z0-9_.-]*, at most 128. */
-static int tenant_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 128 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
-            return 0;
-    }
-    return 1;
-}
-
-/* Connector ids are path segments: [a-z0-9_-]{1,63}. */
-static int connector_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 63)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 static int capability_ok(const char *s)
 {
     return strcmp(s, CX_APIKEY_GRANT_OAUTH) == 0 || cx_capability_is_known(s);
@@ -92,9 +64,9 @@ static int item_ok(cx_apikey_list_t which, const char *s)
 {
     switch (which) {
     case CX_APIKEY_TENANTS:
-        return tenant_ok(s);
+        return cx_cli_tenant_ok(s);
     case CX_APIKEY_CONNECTORS:
-        return connector_ok(s);
+        return cx_cli_connector_id_ok(s, strlen(s));
     default:
         return capability_ok(s);
     }
@@ -515,12 +487,13 @@ static int cmd_new(int argc, char **argv)
         } else if ((m = cx_cli_opt(SUB, argc, argv, &i, "--tenant", &v)) != 0) {
             if (m < 0)
                 return CX_EXIT_USAGE;
-            if ((strcmp(v, "*") != 0 && !tenant_ok(v)) || add_item(tenants, sizeof tenants, v))
+            if ((strcmp(v, "*") != 0 && !cx_cli_tenant_ok(v)) ||
+                add_item(tenants, sizeof tenants, v))
                 return usage_error("--tenant must be * or a tenant id ([a-z0-9][a-z0-9_.-]*)");
         } else if ((m = cx_cli_opt(SUB, argc, argv, &i, "--connector", &v)) != 0) {
             if (m < 0)
                 return CX_EXIT_USAGE;
-            if ((strcmp(v, "*") != 0 && !connector_ok(v)) ||
+            if ((strcmp(v, "*") != 0 && !cx_cli_connector_id_ok(v, strlen(v))) ||
                 add_item(connectors, sizeof connectors, v))
                 return usage_error("--connector must be * or a connector id");
         } else if ((m = cx_cli_opt(SUB, argc, argv, &i, "--capability", &v)) != 0) {

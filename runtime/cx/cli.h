@@ -59,6 +59,12 @@ int cx_cli_parse_hostport(const char *s, char *host, size_t cap, int *port);
  * Returns 0, -1 (cannot open or read: errno kept) or -2 (larger than max). */
 int cx_cli_read_file(const char *path, size_t max, char **out, size_t *len);
 /* Whether path is a directory / a regular file. */
+/* Connector ids are path segments: [a-z0-9_-]{1,63} (the n bytes at s). */
+int cx_cli_connector_id_ok(const char *s, size_t n);
+
+/* Tenant ids have the schema's identifier format: [a-z0-9][a-z0-9_.-]*, at most 128 bytes. */
+int cx_cli_tenant_ok(const char *s);
+
 int cx_cli_is_dir(const char *path);
 int cx_cli_is_file(const char *path);
 

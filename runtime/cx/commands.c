@@ -409,8 +409,8 @@ void cx_serve_on_command(void *ud, const cx_gw_request_t *req, cx_gw_response_t 
     const char *slash = strchr(req->rest, '/');
     size_t nc = slash ? (size_t)(slash - req->rest) : 0;
     size_t np = slash ? strlen(slash + 1) : 0;
-    if (!slash || !cx__outbound_connector_ok(req->rest, nc) ||
-        !cx__outbound_connector_ok(slash + 1, np)) {
+    if (!slash || !cx_cli_connector_id_ok(req->rest, nc) ||
+        !cx_cli_connector_id_ok(slash + 1, np)) {
         cx__outbound_error(resp, 404, cid, "NOT_FOUND", "payload",
                            "expected /commands/<connector>/<capability>", NULL);
         goto done;

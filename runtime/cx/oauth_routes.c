@@ -23,20 +23,6 @@
 #include "serve.h"
 #include "serve_outbound.h"
 
-/* tenant: the schema's identifier format (commands carry it as tenant_id). */
-static int tenant_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 128 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
-            return 0;
-    }
-    return 1;
-}
-
 /* account: what cx_oauth accepts, [A-Za-z0-9._:@+-]{1,128}. */
 static int account_ok(const char *s)
 {
@@ -199,7 +185,7 @@ static void on_start(cx_serve_outbound_t *so, cx__outbound_snap_t *snap, const c
                                resp);
         return;
     }
-    if (t == NULL || a == NULL || !tenant_ok(t) || !account_ok(a)) {
+    if (t == NULL || a == NULL || !cx_cli_tenant_ok(t) || !account_ok(a)) {
         cx__outbound_error(resp, 400, cid, "OAUTH_BAD_REQUEST", "payload",
                            "start needs ?tenant=<tenant id>&account=<provider account id> "
                            "(tenant: [a-z0-9][a-z0-9_.-]*; account: [A-Za-z0-9._:@+-], at most "
@@ -369,7 +355,7 @@ void cx_serve_on_oauth(void *ud, const cx_gw_request_t *req, cx_gw_response_t *r
     const char *slash = strchr(req->rest, '/');
     size_t nc = slash ? (size_t)(slash - req->rest) : 0;
     const char *what = slash ? slash + 1 : "";
-    if (!slash || !cx__outbound_connector_ok(req->rest, nc) ||
+    if (!slash || !cx_cli_connector_id_ok(req->rest, nc) ||
         (strcmp(what, "start") != 0 && strcmp(what, "callback") != 0)) {
         cx__outbound_error(resp, 404, cid, "NOT_FOUND", "payload",
                            "expected /oauth/<connector>/start or /oauth/<connector>/callback",

@@ -5,20 +5,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include <string.h>
 
+#include "cli.h"
 #include "serve.h"
 #include "serve_outbound.h"
-
-/* Connector ids are path segments: [a-z0-9_-]{1,63}. Anything else cannot be hosted. */
-static int valid_connector_id(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++) {
-        char c = s[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
-            return 0;
-    }
-    return n > 0 && n < 64;
-}
 
 /* POST|GET /webhook/<connector>: the inbound pipeline (cx_runtime_handle) for that connector.
  * Connectors that are not exposed (unauthenticated in production) are not hosted at all, so
@@ -26,7 +15,7 @@ static int valid_connector_id(const char *s)
 static void on_webhook(void *ud, const cx_gw_request_t *req, cx_gw_response_t *resp)
 {
     cx_serve_app_t *app = ud;
-    if (!valid_connector_id(req->rest)) {
+    if (!cx_cli_connector_id_ok(req->rest, strlen(req->rest))) {
         cx_gw_error(resp, 404, "NOT_FOUND", "no such connector");
         return;
     }

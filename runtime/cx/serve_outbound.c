@@ -30,18 +30,6 @@ const char *cx__outbound_header(const cx_gw_request_t *req, const char *name)
     return NULL;
 }
 
-int cx__outbound_connector_ok(const char *s, size_t n)
-{
-    if (n == 0 || n > 63)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 void cx__outbound_correlation_id(const cx_gw_request_t *req, char out[72])
 {
     const char *h = cx__outbound_header(req, "X-Correlation-Id");
@@ -132,20 +120,6 @@ const cx_apikey_t *cx__outbound_authenticate(cx_serve_outbound_t *so, cx__outbou
     return NULL;
 }
 
-/* The schema's identifier format (tenant ids in audit records). */
-static int identifier_ok(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 128 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
-            return 0;
-    }
-    return 1;
-}
-
 void cx__outbound_forbidden(cx_serve_outbound_t *so, const char *route, const cx_apikey_t *key,
                             const char *cid, const char *connector, const char *tenant,
                             const char *code, const char *msg, cx_gw_response_t *resp)
@@ -156,7 +130,7 @@ void cx__outbound_forbidden(cx_serve_outbound_t *so, const char *route, const cx
         cx_log_set_correlation_id(&r, cid);
         if (connector)
             cx_log_set_connector(&r, connector);
-        if (tenant && identifier_ok(tenant))
+        if (tenant && cx_cli_tenant_ok(tenant))
             cx_log_set_tenant_id(&r, tenant);
         cx_log_set_outcome(&r, "forbidden");
         cx_log_set_error_code(&r, code);
@@ -168,7 +142,7 @@ void cx__outbound_forbidden(cx_serve_outbound_t *so, const char *route, const cx
         cx_log_emit(&r);
     }
     /* A refused attempt on a tenant's behalf is evidence: it goes into that tenant's chain. */
-    if (so->audit && tenant && identifier_ok(tenant)) {
+    if (so->audit && tenant && cx_cli_tenant_ok(tenant)) {
         char actor[CX_APIKEY_ID_MAX + 8];
         snprintf(actor, sizeof actor, "apikey:%s", cx_apikey_id(key));
         cx_audit_entry_t e = {.tenant_id = tenant,
@@ -274,7 +248,7 @@ static int check_provider(const char *id, json_t *p, int have_base, char *why, s
 {
     char k[160];
     snprintf(k, sizeof k, "oauth.providers.%.64s", id);
-    if (!cx__outbound_connector_ok(id, strlen(id)))
+    if (!cx_cli_connector_id_ok(id, strlen(id)))
         return oops(why, cap, k, "is not a connector id ([a-z0-9_-]{1,63})");
     if (strlen(id) > 32)
         return oops(why, cap, k, "is too long for an OAuth provider name (32)");

@@ -102,8 +102,6 @@ void cx__outbound_error(cx_gw_response_t *resp, int status, const char *cid, con
                         const char *cls, const char *msg, const char *extra);
 /* A header's value (case-insensitive), or NULL. */
 const char *cx__outbound_header(const cx_gw_request_t *req, const char *name);
-/* Whether s is a connector id ([a-z0-9_-]{1,63}). */
-int cx__outbound_connector_ok(const char *s, size_t n);
 
 /* The runtime's secret source (cx_runtime_set_secret_source, ud = the cx_serve_outbound_t):
  * during a command's send, the connector's `access_token` for the command's (tenant, account)
