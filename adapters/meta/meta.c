@@ -21,17 +21,12 @@ const cx_secret_decl_t cx__meta_secrets[CX_META_N_SECRETS] = {
      "Setting, not a secret: the Graph API version of outbound calls (default v21.0)"},
 };
 
-const cx_secret_decl_t *cx__meta_secret_decls(size_t *n)
-{
-    if (n)
-        *n = CX_META_N_SECRETS;
-    return cx__meta_secrets;
-}
-
 /* ---- verify and handshake ---------------------------------------------------------------- */
 
-int cx__meta_verify(const cx_ctx_t *ctx, const cx_request_t *req, cx_error_t *err)
+int cx__meta_verify(const cx_connector_t *c, const cx_ctx_t *ctx, const cx_request_t *req,
+                    cx_error_t *err)
 {
+    (void)c;
     cx_secret_value_t s;
     if (cx_ctx_secret(ctx, NULL, CX_META_SECRET_APP_SECRET, &s) != 0 || s.current_len == 0)
         return cx_error_set(err, CX_ECONFIG, NULL, "secret %s/%s is not configured", ctx->connector,
@@ -53,9 +48,10 @@ static int token_equal(const unsigned char *want, size_t want_len, const char *g
     return diff == 0;
 }
 
-int cx__meta_handshake(const cx_ctx_t *ctx, const cx_request_t *req, cx_response_t *resp,
-                       cx_error_t *err)
+int cx__meta_handshake(const cx_connector_t *c, const cx_ctx_t *ctx, const cx_request_t *req,
+                       cx_response_t *resp, cx_error_t *err)
 {
+    (void)c;
     (void)err;
     char mode[32], token[1100], challenge[CX_META_MAX_CHALLENGE + 1];
     const char *m = cx_request_query(req, "hub.mode", mode, sizeof mode);

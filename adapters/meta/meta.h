@@ -64,29 +64,24 @@ extern "C" {
  */
 #define CX_META_N_SECRETS 5
 extern const cx_secret_decl_t cx__meta_secrets[CX_META_N_SECRETS];
-/* The same array; n receives CX_META_N_SECRETS. */
-const cx_secret_decl_t *cx__meta_secret_decls(size_t *n);
 
 /* ---- Inbound: verify and handshake ------------------------------------------------------ */
 
 /* Verifies X-Hub-Signature-256 over the raw body with the connector's app_secret (current, and
  * app_secret.previous during a rotation). Returns 0; CX_EBAD_SIGNATURE (missing header, bad
  * format, no secret matches: 401); CX_ECONFIG (no app_secret configured: 503). err may be NULL.
- * Use as the connector's verify:
- *
- *     static int verify(const cx_connector_t *c, const cx_ctx_t *ctx, const cx_request_t *req,
- *                       cx_error_t *err) { (void)c; return cx__meta_verify(ctx, req, err); }
- */
-int cx__meta_verify(const cx_ctx_t *ctx, const cx_request_t *req, cx_error_t *err);
+ * The connector's verify: `.verify = cx__meta_verify`. */
+int cx__meta_verify(const cx_connector_t *c, const cx_ctx_t *ctx, const cx_request_t *req,
+                    cx_error_t *err);
 
 /* The GET subscription handshake. Answers 200 text/plain with exactly hub.challenge when
  * hub.mode is `subscribe` and hub.verify_token equals the connector's verify_token (current or
  * previous; compared in constant time); 403 when the mode or the token is wrong, or no
  * verify_token is configured; 400 when a parameter is missing or the challenge is longer than
  * CX_META_MAX_CHALLENGE. Always returns 0 (the status says it); resp->body is written only on
- * success. Use as the connector's handshake. */
-int cx__meta_handshake(const cx_ctx_t *ctx, const cx_request_t *req, cx_response_t *resp,
-                       cx_error_t *err);
+ * success. The connector's handshake: `.handshake = cx__meta_handshake`. */
+int cx__meta_handshake(const cx_connector_t *c, const cx_ctx_t *ctx, const cx_request_t *req,
+                       cx_response_t *resp, cx_error_t *err);
 
 /* ---- Inbound: the batch walk ------------------------------------------------------------- */
 

@@ -26,27 +26,13 @@ static const cx_manifest_t MANIFEST = {
     .inbound_auth = CX_AUTH_HMAC,
 };
 
-static int verify(const cx_connector_t *c, const cx_ctx_t *ctx, const cx_request_t *req,
-                  cx_error_t *err)
-{
-    (void)c;
-    return cx__meta_verify(ctx, req, err);
-}
-
-static int handshake(const cx_connector_t *c, const cx_ctx_t *ctx, const cx_request_t *req,
-                     cx_response_t *resp, cx_error_t *err)
-{
-    (void)c;
-    return cx__meta_handshake(ctx, req, resp, err);
-}
-
 static const cx_connector_t CONNECTOR = {
     .abi_version = CX_CONNECTOR_ABI,
     .struct_size = sizeof(cx_connector_t),
     .manifest = &MANIFEST,
-    .verify = verify,
+    .verify = cx__meta_verify,
     .parse = cx__whatsapp_parse,
-    .handshake = handshake,
+    .handshake = cx__meta_handshake,
     .send = cx__whatsapp_send,
 };
 
