@@ -597,6 +597,182 @@ static void test_handshake_get(void **state)
     fx_free(fx);
 }
 
+/* ---- cx_runtime_handle_many ------------------------------------------------------------------ */
+
+/* A store that counts the calls it forwards to a real one. */
+typedef struct {
+    cx_dedupe_store_t base;
+    cx_dedupe_store_t *inner;
+    int claims, completes, releases, items_claimed;
+} counting_store_t;
+
+static int cs_claim(cx_dedupe_store_t *s, cx_dedupe_item_t *it, size_t n, uint32_t ttl,
+                    cx_error_t *err)
+{
+    counting_store_t *c = (counting_store_t *)s;
+    c->claims++;
+    c->items_claimed += (int)n;
+    return c->inner->ops->claim(c->inner, it, n, ttl, err);
+}
+static int cs_complete(cx_dedupe_store_t *s, cx_dedupe_item_t *it, size_t n, cx_error_t *err)
+{
+    counting_store_t *c = (counting_store_t *)s;
+    c->completes++;
+    return c->inner->ops->complete(c->inner, it, n, err);
+}
+static int cs_release(cx_dedupe_store_t *s, cx_dedupe_item_t *it, size_t n, cx_error_t *err)
+{
+    counting_store_t *c = (counting_store_t *)s;
+    c->releases++;
+    return c->inner->ops->release(c->inner, it, n, err);
+}
+static int cs_ping(cx_dedupe_store_t *s, cx_error_t *err)
+{
+    counting_store_t *c = (counting_store_t *)s;
+    return c->inner->ops->ping(c->inner, err);
+}
+static void cs_destroy(cx_dedupe_store_t *s)
+{
+    counting_store_t *c = (counting_store_t *)s;
+    cx_dedupe_store_destroy(c->inner);
+    free(c);
+}
+static int cs_renew(cx_dedupe_store_t *s, cx_dedupe_item_t *it, size_t n, uint32_t ttl,
+                    cx_error_t *err)
+{
+    counting_store_t *c = (counting_store_t *)s;
+    return c->inner->ops->renew(c->inner, it, n, ttl, err);
+}
+static const cx_dedupe_store_ops_t counting_ops = {cs_claim,   cs_complete, cs_release,
+                                                   cs_ping,    cs_destroy,  cs_renew};
+
+/* fx_new with the store wrapped in a counting_store_t (the embedded one, or Redis). */
+static fx_t *fx_counting(int redis, counting_store_t **out)
+{
+    fx_t *fx = fx_new(redis ? CX_ENV_PRODUCTION : CX_ENV_DEVELOPMENT, redis);
+    cx_error_t err;
+    counting_store_t *c = calloc(1, sizeof *c);
+    if (redis) {
+        c->inner = fx->store;
+    } else {
+        assert_int_equal(cx_dedupe_store_embedded("development", &c->inner, &err), 0);
+    }
+    c->base = *c->inner;
+    c->base.ops = &counting_ops;
+    fx->store = &c->base;
+    /* A runtime over the counting store, replacing the one fx_new made. */
+    cx_runtime_destroy(fx->rt);
+    static const unsigned char key[] = "pseudonym-key-for-tests";
+    cx_runtime_config_t cfg = {.environment = redis ? CX_ENV_PRODUCTION : CX_ENV_DEVELOPMENT,
+                               .secrets_dir = fx->secrets, .logger = fx->log, .dedupe = fx->store,
+                               .pseudonym_key = key, .pseudonym_key_len = sizeof key - 1,
+                               .clock = {fixed_now, NULL}};
+    assert_int_equal(cx_runtime_create(&cfg, &fx->rt, &err), 0);
+    assert_int_equal(cx_runtime_add_connector(fx->rt, cx_test_connector(), &err), 0);
+    assert_int_equal(cx_runtime_add_account(fx->rt, "test", "acc-1", "acme", &err), 0);
+    assert_int_equal(cx_runtime_on(fx->rt, "inbound_messages", handler, &fx->hs, &err), 0);
+    *out = c;
+    return fx;
+}
+
+typedef struct {
+    char sig[80];
+    cx_header_t h[1];
+    cx_request_t req;
+    cx_buf_t b;
+    cx_response_t resp;
+    result_t out;
+} exch_t;
+
+static void exch_init(exch_t *e, const char *body, const char *key, cx_exchange_t *ex)
+{
+    cx_test_sign(key, body, strlen(body), e->sig);
+    e->h[0] = (cx_header_t){"X-Test-Signature", e->sig};
+    e->req = (cx_request_t){"POST", "/webhook/test", "", e->h, 1, body, strlen(body)};
+    cx_buf_init_fixed(&e->b, e->out.body, sizeof e->out.body);
+    e->resp = (cx_response_t){0, NULL, &e->b};
+    *ex = (cx_exchange_t){"test", &e->req, &e->resp};
+}
+
+/* Four requests in one call get the answers they get one by one, and the store sees one claim
+ * call for all of them, one completion and one release. */
+static void handle_many(int redis)
+{
+    counting_store_t *cs;
+    fx_t *fx = fx_counting(redis, &cs);
+    fx->hs.fail_once[14] = 1;
+    char *a = batch("acc-1", 0, 10), *b = batch("acc-1", 10, 10), *c = batch("acc-1", 20, 10);
+    const char *bad = "{\"account\":";
+    static exch_t e[4];
+    cx_exchange_t ex[4];
+    exch_init(&e[0], a, SECRET, &ex[0]);
+    exch_init(&e[1], b, SECRET, &ex[1]);
+    exch_init(&e[2], c, "wrong-secret", &ex[2]);
+    exch_init(&e[3], bad, SECRET, &ex[3]);
+    assert_int_equal(cx_runtime_handle_many(fx->rt, ex, 4), 0);
+    assert_int_equal(e[0].resp.status, 200);
+    assert_non_null(strstr(e[0].out.body, "\"processed\":10,\"queued\":0,\"deduped\":0,\"failed\":0"));
+    assert_int_equal(e[1].resp.status, 503);
+    assert_non_null(strstr(e[1].out.body, "\"processed\":9,\"queued\":0,\"deduped\":0,\"failed\":1"));
+    assert_int_equal(e[2].resp.status, 401);
+    assert_int_equal(e[3].resp.status, 400);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(fx->hs.calls[i], 1);
+    for (int i = 20; i < 30; i++)
+        assert_int_equal(fx->hs.calls[i], 0);
+    assert_int_equal(cs->claims, 1);
+    assert_int_equal(cs->items_claimed, 20);
+    assert_int_equal(cs->completes, 1);
+    assert_int_equal(cs->releases, 1);
+
+    /* The redelivery of the first two: all deduped but the failed one, which runs again. */
+    exch_init(&e[0], a, SECRET, &ex[0]);
+    exch_init(&e[1], b, SECRET, &ex[1]);
+    assert_int_equal(cx_runtime_handle_many(fx->rt, ex, 2), 0);
+    assert_int_equal(e[0].resp.status, 200);
+    assert_non_null(strstr(e[0].out.body, "\"processed\":0,\"queued\":0,\"deduped\":10,\"failed\":0"));
+    assert_int_equal(e[1].resp.status, 200);
+    assert_non_null(strstr(e[1].out.body, "\"processed\":1,\"queued\":0,\"deduped\":9,\"failed\":0"));
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(fx->hs.successes[i], 1);
+    assert_int_equal(fx->hs.calls[14], 2);
+    assert_int_equal(cs->claims, 2);
+    assert_int_equal(cs->completes, 2);
+    assert_int_equal(cs->releases, 1); /* nothing to release: no call */
+
+    /* The same batch twice in one call: one request owns the items, the other finds them
+     * in progress and is answered 503 (the provider redelivers it; it is then deduped). */
+    char *d = batch("acc-1", 30, 10);
+    exch_init(&e[0], d, SECRET, &ex[0]);
+    exch_init(&e[1], d, SECRET, &ex[1]);
+    assert_int_equal(cx_runtime_handle_many(fx->rt, ex, 2), 0);
+    assert_int_equal(e[0].resp.status, 200);
+    assert_int_equal(e[1].resp.status, 503);
+    assert_non_null(strstr(e[1].out.body, "\"errorCode\":\"IN_PROGRESS\""));
+    for (int i = 30; i < 40; i++)
+        assert_int_equal(fx->hs.calls[i], 1);
+    /* Bad arguments: nothing runs. */
+    assert_int_equal(cx_runtime_handle_many(fx->rt, ex, 0), CX_EINVAL);
+    assert_int_equal(cx_runtime_handle_many(fx->rt, ex, CX_HANDLE_MANY_MAX + 1), CX_EINVAL);
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+    fx_free(fx);
+}
+
+static void test_handle_many_embedded(void **state)
+{
+    (void)state;
+    handle_many(0);
+}
+
+static void test_handle_many_redis(void **state)
+{
+    (void)state;
+    handle_many(1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -619,6 +795,8 @@ int main(void)
         cmocka_unit_test(test_staging_boot_validated),
         cmocka_unit_test(test_embedded_store_refused_in_production),
         cmocka_unit_test(test_handshake_get),
+        cmocka_unit_test(test_handle_many_embedded),
+        cmocka_unit_test(test_handle_many_redis),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 #define CX_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cx/error.h"
 
@@ -39,6 +40,8 @@ CX_API void cx_buf_reset(cx_buf_t *b);
 CX_API int cx_buf_append(cx_buf_t *b, const void *data, size_t len);
 CX_API int cx_buf_puts(cx_buf_t *b, const char *s);
 CX_API int cx_buf_putc(cx_buf_t *b, char c);
+/* Appends v in decimal (no printf: for hot paths that write numbers). */
+CX_API int cx_buf_put_uint(cx_buf_t *b, uint64_t v);
 CX_API int cx_buf_printf(cx_buf_t *b, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))

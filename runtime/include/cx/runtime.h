@@ -204,6 +204,23 @@ CX_API int cx_runtime_ready(cx_runtime_t *rt);
 CX_API int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_request_t *req,
                              cx_response_t *resp);
 
+/* One request of cx_runtime_handle_many. */
+typedef struct cx_exchange_s {
+    const char *connector_id;
+    const cx_request_t *req;
+    cx_response_t *resp; /* resp->body caller-owned, as for cx_runtime_handle */
+} cx_exchange_t;
+
+#define CX_HANDLE_MANY_MAX 64
+
+/* Runs n (1..CX_HANDLE_MANY_MAX) requests, of any connectors, through the pipeline together:
+ * each gets the response cx_runtime_handle would give it, but the dedupe store sees one claim
+ * call for the items of all of them, and one completion call (one round trip each with
+ * Redis, instead of two per request). For servers that take whatever requests are ready at
+ * once. Returns 0 when every request got a response, CX_EINVAL on bad arguments (then none
+ * did). */
+CX_API int cx_runtime_handle_many(cx_runtime_t *rt, const cx_exchange_t *ex, size_t n);
+
 /* ---- Queued mode: workers -------------------------------------------------------------------- */
 
 /* Whether the runtime runs in queued mode (after cx_runtime_create). */

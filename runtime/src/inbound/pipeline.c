@@ -227,18 +227,27 @@ static void log_item(cx_runtime_t *rt, const char *connector, const char *cid, s
     cx_log_emit(&r);
 }
 
+/* The response body. Written with appends, not printf: it is on every request's path. */
 static void write_results(cx_buf_t *b, const char *cid, int ok, const item_t *items, size_t n,
                           unsigned processed, unsigned queued, unsigned deduped, unsigned failed)
 {
-    cx_buf_printf(b, "{\"ok\":%s,\"correlationId\":", ok ? "true" : "false");
+    cx_buf_puts(b, ok ? "{\"ok\":true,\"correlationId\":" : "{\"ok\":false,\"correlationId\":");
     json_str(b, cid);
-    cx_buf_printf(b,
-                  ",\"summary\":{\"total\":%zu,\"processed\":%u,\"queued\":%u,\"deduped\":%u,"
-                  "\"failed\":%u},\"results\":[",
-                  n, processed, queued, deduped, failed);
+    cx_buf_puts(b, ",\"summary\":{\"total\":");
+    cx_buf_put_uint(b, n);
+    cx_buf_puts(b, ",\"processed\":");
+    cx_buf_put_uint(b, processed);
+    cx_buf_puts(b, ",\"queued\":");
+    cx_buf_put_uint(b, queued);
+    cx_buf_puts(b, ",\"deduped\":");
+    cx_buf_put_uint(b, deduped);
+    cx_buf_puts(b, ",\"failed\":");
+    cx_buf_put_uint(b, failed);
+    cx_buf_puts(b, "},\"results\":[");
     for (size_t i = 0; i < n; i++) {
         const item_t *it = &items[i];
-        cx_buf_printf(b, "%s{\"index\":%zu", i ? "," : "", i);
+        cx_buf_puts(b, i ? ",{\"index\":" : "{\"index\":");
+        cx_buf_put_uint(b, i);
         if (it->ev->meta) {
             cx_buf_puts(b, ",\"type\":");
             json_str(b,
@@ -248,11 +257,16 @@ static void write_results(cx_buf_t *b, const char *cid, int ok, const item_t *it
             cx_buf_puts(b, ",\"dedupeKey\":");
             json_str(b, it->key);
         }
-        cx_buf_printf(b, ",\"outcome\":\"%s\"", it->outcome);
-        if (it->rc)
-            cx_buf_printf(b, ",\"errorCode\":\"%s\",\"errorClass\":\"%s\",\"permanent\":%s",
-                          cx__code_name(it->rc), cx_err_class(it->rc),
-                          it->permanent ? "true" : "false");
+        cx_buf_puts(b, ",\"outcome\":\"");
+        cx_buf_puts(b, it->outcome);
+        cx_buf_putc(b, '"');
+        if (it->rc) {
+            cx_buf_puts(b, ",\"errorCode\":\"");
+            cx_buf_puts(b, cx__code_name(it->rc));
+            cx_buf_puts(b, "\",\"errorClass\":\"");
+            cx_buf_puts(b, cx_err_class(it->rc));
+            cx_buf_puts(b, it->permanent ? "\",\"permanent\":true" : "\",\"permanent\":false");
+        }
         cx_buf_putc(b, '}');
     }
     cx_buf_puts(b, "]}");
@@ -303,14 +317,11 @@ void cx__pending_free(cx_runtime_t *rt)
     rt->n_pending = rt->cap_pending = 0;
 }
 
-/* Inline mode: runs the claimed items' handlers in this thread, then completes the processed
- * items in one round trip and releases the others in one more. Returns 1 when the store lost
- * the completions (answer 503). */
-static int run_inline(cx_runtime_t *rt, const char *cname, const char *cid, item_t *items, size_t n,
-                      cx_dedupe_item_t *claims, size_t nclaims, cx_arena_t *arena,
-                      const char ***msgs, cx_error_t *err)
+/* Inline mode: runs the claimed items' handlers in this thread. Their completions and
+ * releases follow in settle(), for every request of the call at once. */
+static void run_handlers(cx_runtime_t *rt, const char *cname, const char *cid, item_t *items,
+                         size_t n, cx_dedupe_item_t *claims, cx_arena_t *arena, const char ***msgs)
 {
-    int store_down = 0;
     /* Handlers, inline. */
     for (size_t i = 0; i < n; i++) {
         item_t *it = &items[i];
@@ -365,39 +376,6 @@ static int run_inline(cx_runtime_t *rt, const char *cname, const char *cid, item
                  hrc == CX_EHANDLER_PERMANENT || hrc == CX_ENOT_IMPLEMENTED);
         }
     }
-
-    /* One round trip completes the processed items, one more releases the failed ones so the
-     * provider's redelivery can run them again. */
-    size_t ndone = 0, nrel = 0;
-    cx_dedupe_item_t *done = nclaims ? cx_arena_alloc(arena, 2 * nclaims * sizeof *done) : NULL;
-    cx_dedupe_item_t *release = done ? done + nclaims : NULL;
-    for (size_t i = 0; done && i < n; i++) {
-        if (items[i].claim < 0)
-            continue;
-        if (strcmp(items[i].outcome, "processed") == 0)
-            done[ndone++] = claims[items[i].claim];
-        else
-            release[nrel++] = claims[items[i].claim];
-    }
-    if (ndone && rt->dedupe->ops->complete(rt->dedupe, done, ndone, err) != 0) {
-        /* The handlers ran but the store lost the completion: keep it to retry before the
-         * next claims (the redelivery then finds these items done), and answer 503 so the
-         * items whose claims failed are redelivered. */
-        store_down = 1;
-        cx__pending_add(rt, done, ndone);
-        cx_log_record_t r;
-        if (cx_log_begin(&r, rt->log, CX_LOG_ERROR)) {
-            cx_log_set_connector(&r, cname);
-            cx_log_set_correlation_id(&r, cid);
-            cx_log_set_error(&r, CX_EUNAVAILABLE);
-            cx_log_set_msg(&r, "dedupe store unreachable when completing processed items");
-            cx_log_emit(&r);
-        }
-    }
-    if (nrel)
-        rt->dedupe->ops->release(rt->dedupe, release, nrel, err);
-
-    return store_down;
 }
 
 /* Asks the rate limiter about the claimed items (claim >= 0, OWNED; nowned of them) in one
@@ -614,70 +592,94 @@ static int dead_letter_failed(cx_runtime_t *rt, const char *cname, const char *c
     return cx__dead_letter_items(rt, d, nd, req->body, req->body_len, err) != 0;
 }
 
-int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_request_t *req,
-                      cx_response_t *resp)
-{
-    if (rt == NULL || connector_id == NULL || req == NULL || resp == NULL || resp->body == NULL)
-        return CX_EINVAL;
-    double t0 = mono_ms_f();
+/* ---- One call, many requests ----------------------------------------------------------------
+ *
+ * cx_runtime_handle_many runs each request through the same steps as cx_runtime_handle, in
+ * three stages: prepare (verify, parse, validate, tenant, dedupe key: each request alone),
+ * then one claim call to the dedupe store for the items of every request, then handlers (or
+ * the queue) for each request, then one completion call (and one release call) for every
+ * request, then each request's response. A store round trip then carries the items of
+ * every request in the call, which is what lets one thread keep up with many requests when
+ * the store is Redis. cx_runtime_handle is the same with one request. */
+
+typedef struct {
+    const char *cname; /* NULL: answered in prepare (rejected, or a GET handshake) */
+    const char *cid;
     char cidbuf[64];
-    const char *cid = correlation_id(rt, req, cidbuf, sizeof cidbuf);
-    const cx_connector_t *c = cx_runtime_connector(rt, connector_id);
+    double t0;
+    cx_arena_t arena;
+    item_t *items;
+    size_t n;
+    cx_dedupe_item_t *claims;
+    size_t nclaims;
+    int store_down;
+    const char **msgs;
+} exchange_state_t;
+
+/* Verify, parse, validate, tenant, dedupe key. Leaves x->cname NULL when the request is
+ * already answered. */
+static void prepare(cx_runtime_t *rt, const cx_exchange_t *ex, exchange_state_t *x)
+{
+    const cx_request_t *req = ex->req;
+    cx_response_t *resp = ex->resp;
+    x->t0 = mono_ms_f();
+    x->cid = correlation_id(rt, req, x->cidbuf, sizeof x->cidbuf);
+    const cx_connector_t *c = cx_runtime_connector(rt, ex->connector_id);
     if (c == NULL) {
-        reject(rt, "unknown", cid, resp, 404, CX_ENOTFOUND, "no such connector", t0);
-        return 0;
+        reject(rt, "unknown", x->cid, resp, 404, CX_ENOTFOUND, "no such connector", x->t0);
+        return;
     }
     const char *cname = c->manifest->id;
     if (req->body_len > rt->cfg.max_body_bytes) {
-        reject(rt, cname, cid, resp, 413, CX_ETOO_LARGE, "request body too large", t0);
-        return 0;
+        reject(rt, cname, x->cid, resp, 413, CX_ETOO_LARGE, "request body too large", x->t0);
+        return;
     }
-    cx_arena_t arena;
-    cx_arena_init(&arena, NULL, rt->cfg.arena_limit);
-    cx_ctx_t ctx = {rt, cname, cx_clock_now(&rt->cfg.clock), &arena};
+    cx_arena_init(&x->arena, NULL, rt->cfg.arena_limit);
+    cx_ctx_t ctx = {rt, cname, cx_clock_now(&rt->cfg.clock), &x->arena};
     cx_error_t err;
     cx_error_clear(&err);
     int is_get = strcmp(req->method, "GET") == 0;
     if (is_get || strcmp(req->method, "POST") != 0) {
         if (!is_get || c->handshake == NULL) {
-            reject(rt, cname, cid, resp, 405, CX_EINVAL, "method not allowed", t0);
+            reject(rt, cname, x->cid, resp, 405, CX_EINVAL, "method not allowed", x->t0);
         } else {
             resp->status = 200;
             resp->content_type = "text/plain";
             if (c->handshake(c, &ctx, req, resp, &err) != 0 && resp->status < 400)
                 resp->status = 403;
-            cx__count_request(rt, cname, resp->status, mono_ms_f() - t0);
+            cx__count_request(rt, cname, resp->status, mono_ms_f() - x->t0);
         }
-        cx_arena_release(&arena);
-        return 0;
+        cx_arena_release(&x->arena);
+        return;
     }
     if (c->manifest->inbound_auth != CX_AUTH_NONE) {
         int rc = c->verify(c, &ctx, req, &err);
         if (rc != 0) {
             int status = rc == CX_EBAD_SIGNATURE ? 401 : 503;
-            reject(rt, cname, cid, resp, status, rc, err.message[0] ? err.message : "unverified",
-                   t0);
-            cx_arena_release(&arena);
-            return 0;
+            reject(rt, cname, x->cid, resp, status, rc,
+                   err.message[0] ? err.message : "unverified", x->t0);
+            cx_arena_release(&x->arena);
+            return;
         }
     }
-    cx_parse_out_t out = {NULL, 0, 0, &arena};
+    cx_parse_out_t out = {NULL, 0, 0, &x->arena};
     int rc = c->parse(c, &ctx, req, &out, &err);
     if (rc != 0) {
         int status = rc == CX_ENOSPC ? 413 : 400;
-        reject(rt, cname, cid, resp, status, rc == CX_ENOSPC ? CX_ELIMIT : CX_EMALFORMED,
-               err.message[0] ? err.message : "malformed payload", t0);
-        cx_arena_release(&arena);
-        return 0;
+        reject(rt, cname, x->cid, resp, status, rc == CX_ENOSPC ? CX_ELIMIT : CX_EMALFORMED,
+               err.message[0] ? err.message : "malformed payload", x->t0);
+        cx_arena_release(&x->arena);
+        return;
     }
 
     size_t n = out.n;
-    item_t *items = n ? cx_arena_alloc(&arena, n * sizeof *items) : NULL;
-    cx_dedupe_item_t *claims = n ? cx_arena_alloc(&arena, n * sizeof *claims) : NULL;
+    item_t *items = n ? cx_arena_alloc(&x->arena, n * sizeof *items) : NULL;
+    cx_dedupe_item_t *claims = n ? cx_arena_alloc(&x->arena, n * sizeof *claims) : NULL;
     if (n && (items == NULL || claims == NULL)) {
-        reject(rt, cname, cid, resp, 413, CX_ELIMIT, "batch too large for the request arena", t0);
-        cx_arena_release(&arena);
-        return 0;
+        reject(rt, cname, x->cid, resp, 413, CX_ELIMIT, "batch too large for the request arena",
+               x->t0);
+        cx_arena_release(&x->arena);
+        return;
     }
     cx_keyring_t keyring = {rt->pseudonym_key, rt->pseudonym_key_len};
     cx_violation_t vbuf[4];
@@ -701,7 +703,7 @@ int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_reque
             cx_log_record_t r;
             if (cx_log_begin(&r, rt->log, CX_LOG_WARN)) {
                 cx_log_set_connector(&r, cname);
-                cx_log_set_correlation_id(&r, cid);
+                cx_log_set_correlation_id(&r, x->cid);
                 cx_log_set_event_type(&r, it->ev->meta->event_type);
                 cx_log_set_error_code(&r, "VALIDATION");
                 cx_log_set_error_class(&r, "payload");
@@ -718,15 +720,13 @@ int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_reque
             fail(it, CX_EDEDUPE_KEY, 1);
             continue;
         }
-        it->key = cx_arena_strndup(&arena, kb.data, kb.len);
+        it->key = cx_arena_strndup(&x->arena, kb.data, kb.len);
         if (it->key == NULL)
             fail(it, CX_ELIMIT, 0);
     }
-    dedupe_in_batch(items, n, &arena);
+    dedupe_in_batch(items, n, &x->arena);
 
-    /* Completions lost during an outage go first, so their redelivery is deduped. */
-    cx__pending_flush(rt);
-    /* One round trip claims every item that is still in the running. */
+    /* The items still in the running are claimed (with the other requests' items). */
     size_t nclaims = 0;
     for (size_t i = 0; i < n; i++) {
         if (items[i].outcome)
@@ -736,25 +736,152 @@ int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_reque
                                              .done_ttl_s = items[i].ev->meta->dedupe_ttl_seconds};
         nclaims++;
     }
-    int store_down = 0;
-    uint32_t claim_ttl = rt->queued ? rt->cfg.queued_claim_ttl_ms : rt->cfg.processing_ttl_ms;
-    if (nclaims && rt->dedupe->ops->claim(rt->dedupe, claims, nclaims, claim_ttl, &err) != 0) {
-        store_down = 1;
-        for (size_t i = 0; i < n; i++)
-            if (items[i].claim >= 0) {
-                fail(&items[i], CX_EUNAVAILABLE, 0);
-                items[i].claim = -1;
+    x->cname = cname;
+    x->items = items;
+    x->n = n;
+    x->claims = claims;
+    x->nclaims = nclaims;
+}
+
+/* A dedupe store operation over an array of claims. */
+typedef int (*store_op_fn)(cx_runtime_t *rt, cx_dedupe_item_t *items, size_t n, cx_error_t *err);
+
+static int op_claim(cx_runtime_t *rt, cx_dedupe_item_t *items, size_t n, cx_error_t *err)
+{
+    uint32_t ttl = rt->queued ? rt->cfg.queued_claim_ttl_ms : rt->cfg.processing_ttl_ms;
+    return rt->dedupe->ops->claim(rt->dedupe, items, n, ttl, err);
+}
+
+static int op_complete(cx_runtime_t *rt, cx_dedupe_item_t *items, size_t n, cx_error_t *err)
+{
+    return rt->dedupe->ops->complete(rt->dedupe, items, n, err);
+}
+
+static int op_release(cx_runtime_t *rt, cx_dedupe_item_t *items, size_t n, cx_error_t *err)
+{
+    return rt->dedupe->ops->release(rt->dedupe, items, n, err);
+}
+
+/* Which claimed items of a request an operation takes: all (claim), or those whose handler
+ * processed them (complete) or not (release). Items that lost their claim (claim < 0) are
+ * never taken. */
+enum { PICK_ALL, PICK_PROCESSED, PICK_UNPROCESSED };
+
+static int picked(const item_t *it, int pick)
+{
+    if (it->claim < 0)
+        return 0;
+    if (pick == PICK_ALL)
+        return 1;
+    return (strcmp(it->outcome, "processed") == 0) == (pick == PICK_PROCESSED);
+}
+
+/* Runs op over the picked claims of every request: one call (one round trip with Redis) for
+ * all of them, in chunks of at most CX_DEDUPE_BATCH_MAX, with the results copied back.
+ * Returns 0 or the store's first failure. */
+static int store_all(cx_runtime_t *rt, exchange_state_t *xs, size_t nx, store_op_fn op, int pick,
+                     cx_error_t *err)
+{
+    size_t total = 0;
+    for (size_t r = 0; r < nx; r++)
+        if (xs[r].cname)
+            total += xs[r].nclaims;
+    if (total == 0)
+        return 0;
+    if (nx == 1 && pick == PICK_ALL) /* one request's claims: its own array, no copies */
+        return op(rt, xs[0].claims, xs[0].nclaims, err);
+    cx_dedupe_item_t stack[64];
+    cx_dedupe_item_t *all = total <= 64 ? stack : malloc(total * sizeof *all);
+    if (all == NULL)
+        return cx_error_set(err, CX_ENOMEM, NULL, "out of memory");
+    size_t m = 0;
+    for (size_t r = 0; r < nx; r++)
+        for (size_t i = 0; xs[r].cname && i < xs[r].n; i++)
+            if (picked(&xs[r].items[i], pick))
+                all[m++] = xs[r].claims[xs[r].items[i].claim];
+    int rc = 0;
+    for (size_t off = 0; off < m; off += CX_DEDUPE_BATCH_MAX) {
+        size_t len = m - off < CX_DEDUPE_BATCH_MAX ? m - off : CX_DEDUPE_BATCH_MAX;
+        int one = op(rt, all + off, len, err);
+        if (one != 0 && rc == 0)
+            rc = one;
+    }
+    m = 0;
+    for (size_t r = 0; r < nx; r++)
+        for (size_t i = 0; xs[r].cname && i < xs[r].n; i++)
+            if (picked(&xs[r].items[i], pick))
+                xs[r].claims[xs[r].items[i].claim] = all[m++];
+    if (all != stack)
+        free(all);
+    return rc;
+}
+
+/* The claims of every request, in one call. */
+static void claim_all(cx_runtime_t *rt, exchange_state_t *xs, size_t nx)
+{
+    /* Completions lost during an outage go first, so their redelivery is deduped. */
+    cx__pending_flush(rt);
+    cx_error_t err;
+    cx_error_clear(&err);
+    if (store_all(rt, xs, nx, op_claim, PICK_ALL, &err) == 0)
+        return;
+    for (size_t r = 0; r < nx; r++) {
+        exchange_state_t *x = &xs[r];
+        if (x->cname == NULL || x->nclaims == 0)
+            continue;
+        x->store_down = 1;
+        for (size_t i = 0; i < x->n; i++)
+            if (x->items[i].claim >= 0) {
+                fail(&x->items[i], CX_EUNAVAILABLE, 0);
+                x->items[i].claim = -1;
             }
     }
+}
 
-    const char **msgs = NULL;
-    if (rt->queued)
-        store_down |= enqueue_claimed(rt, cname, cid, items, n, claims, nclaims, &arena, &err);
-    else
-        store_down |= run_inline(rt, cname, cid, items, n, claims, nclaims, &arena, &msgs, &err);
-    store_down |= dead_letter_failed(rt, cname, cid, req, items, n, msgs, &arena, &err);
+/* Inline mode, after the handlers: one call completes the processed items of every request,
+ * one more releases the others so the provider's redelivery can run them again. */
+static void settle_all(cx_runtime_t *rt, exchange_state_t *xs, size_t nx)
+{
+    cx_error_t err;
+    cx_error_clear(&err);
+    if (store_all(rt, xs, nx, op_complete, PICK_PROCESSED, &err) != 0) {
+        /* The handlers ran but the store lost the completions: keep them to retry before the
+         * next claims (the redelivery then finds these items done), and answer 503 so the
+         * items whose claims failed are redelivered. */
+        for (size_t r = 0; r < nx; r++) {
+            exchange_state_t *x = &xs[r];
+            int lost = 0;
+            for (size_t i = 0; x->cname && i < x->n; i++)
+                if (picked(&x->items[i], PICK_PROCESSED)) {
+                    cx__pending_add(rt, &x->claims[x->items[i].claim], 1);
+                    lost = 1;
+                }
+            if (!lost)
+                continue;
+            x->store_down = 1;
+            cx_log_record_t r2;
+            if (cx_log_begin(&r2, rt->log, CX_LOG_ERROR)) {
+                cx_log_set_connector(&r2, x->cname);
+                cx_log_set_correlation_id(&r2, x->cid);
+                cx_log_set_error(&r2, CX_EUNAVAILABLE);
+                cx_log_set_msg(&r2, "dedupe store unreachable when completing processed items");
+                cx_log_emit(&r2);
+            }
+        }
+    }
+    cx_error_clear(&err);
+    (void)store_all(rt, xs, nx, op_release, PICK_UNPROCESSED, &err);
+}
 
+/* Counts, logs and writes the response of a prepared request, and frees its arena. */
+static void finish(cx_runtime_t *rt, const cx_exchange_t *ex, exchange_state_t *x)
+{
+    const char *cname = x->cname, *cid = x->cid;
+    item_t *items = x->items;
+    size_t n = x->n;
+    cx_response_t *resp = ex->resp;
     unsigned processed = 0, queued = 0, deduped = 0, failed = 0, transient = 0;
+    uint64_t run = 0;
     for (size_t i = 0; i < n; i++) {
         item_t *it = &items[i];
         const char *cap = it->ev->meta ? it->ev->meta->capability : "unknown";
@@ -768,13 +895,22 @@ int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_reque
             failed++;
             transient += !it->permanent;
         }
-        if (it->outcome[0] == 'q')
-            cx_counter_inc(rt->m_queued, (const char *[]){cname, cap ? cap : "unknown"}, 1);
-        else
-            cx__count_item(rt, cname, cap, it->outcome, it->rc ? cx__code_name(it->rc) : NULL);
+        /* Counted once per run of alike items (a batch is mostly one capability and one
+         * outcome): the counters are shared by every thread. */
+        const item_t *next = i + 1 < n ? &items[i + 1] : NULL;
+        run++;
+        if (next == NULL || next->outcome != it->outcome || next->rc != it->rc ||
+            next->ev->meta != it->ev->meta) {
+            if (it->outcome[0] == 'q')
+                cx_counter_inc(rt->m_queued, (const char *[]){cname, cap ? cap : "unknown"}, run);
+            else
+                cx__count_items(rt, cname, cap, it->outcome,
+                                it->rc ? cx__code_name(it->rc) : NULL, run);
+            run = 0;
+        }
         log_item(rt, cname, cid, i, it);
     }
-    int status = (transient || store_down) ? 503 : 200;
+    int status = (transient || x->store_down) ? 503 : 200;
     resp->status = status;
     resp->content_type = "application/json";
     write_results(resp->body, cid, status == 200, items, n, processed, queued, deduped, failed);
@@ -782,7 +918,7 @@ int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_reque
         cx_buf_reset(resp->body);
         write_results(resp->body, cid, status == 200, items, 0, processed, queued, deduped, failed);
     }
-    double total = mono_ms_f() - t0;
+    double total = mono_ms_f() - x->t0;
     cx_log_record_t r;
     if (cx_log_begin(&r, rt->log, status == 200 ? CX_LOG_INFO : CX_LOG_WARN)) {
         cx_log_set_connector(&r, cname);
@@ -799,6 +935,55 @@ int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_reque
         cx_log_emit(&r);
     }
     cx__count_request(rt, cname, status, total);
-    cx_arena_release(&arena);
+    cx_arena_release(&x->arena);
+}
+
+int cx_runtime_handle_many(cx_runtime_t *rt, const cx_exchange_t *ex, size_t n)
+{
+    if (rt == NULL || ex == NULL || n == 0 || n > CX_HANDLE_MANY_MAX)
+        return CX_EINVAL;
+    for (size_t r = 0; r < n; r++)
+        if (ex[r].connector_id == NULL || ex[r].req == NULL || ex[r].resp == NULL ||
+            ex[r].resp->body == NULL)
+            return CX_EINVAL;
+    exchange_state_t xs[CX_HANDLE_MANY_MAX];
+    for (size_t r = 0; r < n; r++) {
+        xs[r] = (exchange_state_t){0};
+        prepare(rt, &ex[r], &xs[r]);
+    }
+    claim_all(rt, xs, n);
+    for (size_t r = 0; r < n; r++) {
+        exchange_state_t *x = &xs[r];
+        if (x->cname == NULL)
+            continue;
+        cx_error_t err;
+        cx_error_clear(&err);
+        if (rt->queued)
+            x->store_down |= enqueue_claimed(rt, x->cname, x->cid, x->items, x->n, x->claims,
+                                             x->nclaims, &x->arena, &err);
+        else
+            run_handlers(rt, x->cname, x->cid, x->items, x->n, x->claims, &x->arena, &x->msgs);
+    }
+    if (!rt->queued)
+        settle_all(rt, xs, n);
+    for (size_t r = 0; r < n; r++) {
+        exchange_state_t *x = &xs[r];
+        if (x->cname == NULL)
+            continue;
+        cx_error_t err;
+        cx_error_clear(&err);
+        x->store_down |= dead_letter_failed(rt, x->cname, x->cid, ex[r].req, x->items, x->n,
+                                            x->msgs, &x->arena, &err);
+        finish(rt, &ex[r], x);
+    }
     return 0;
+}
+
+int cx_runtime_handle(cx_runtime_t *rt, const char *connector_id, const cx_request_t *req,
+                      cx_response_t *resp)
+{
+    if (rt == NULL || connector_id == NULL || req == NULL || resp == NULL || resp->body == NULL)
+        return CX_EINVAL;
+    cx_exchange_t ex = {connector_id, req, resp};
+    return cx_runtime_handle_many(rt, &ex, 1);
 }

@@ -12,17 +12,23 @@ void cx__count_request(cx_runtime_t *rt, const char *connector, int status, doub
     cx_histogram_observe(rt->std.webhook_latency_ms, (const char *[]){connector}, ms);
 }
 
-void cx__count_item(cx_runtime_t *rt, const char *connector, const char *capability,
-                    const char *outcome, const char *error_code)
+void cx__count_items(cx_runtime_t *rt, const char *connector, const char *capability,
+                     const char *outcome, const char *error_code, uint64_t n)
 {
     const char *cap = capability ? capability : "unknown";
     if (strcmp(outcome, "processed") == 0)
-        cx_counter_inc(rt->std.events_processed_total, (const char *[]){connector, cap}, 1);
+        cx_counter_inc(rt->std.events_processed_total, (const char *[]){connector, cap}, n);
     else if (strcmp(outcome, "deduped") == 0)
-        cx_counter_inc(rt->std.events_deduped_total, (const char *[]){connector, cap}, 1);
+        cx_counter_inc(rt->std.events_deduped_total, (const char *[]){connector, cap}, n);
     else
         cx_counter_inc(rt->std.events_failed_total,
-                       (const char *[]){connector, cap, error_code ? error_code : "UNKNOWN"}, 1);
+                       (const char *[]){connector, cap, error_code ? error_code : "UNKNOWN"}, n);
+}
+
+void cx__count_item(cx_runtime_t *rt, const char *connector, const char *capability,
+                    const char *outcome, const char *error_code)
+{
+    cx__count_items(rt, connector, capability, outcome, error_code, 1);
 }
 
 void cx__observe_handler(cx_runtime_t *rt, const char *connector, const char *capability,

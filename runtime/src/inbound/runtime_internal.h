@@ -101,6 +101,9 @@ const char *cx__accounts_lookup(const cx_runtime_t *rt, const char *connector,
 void cx__count_request(cx_runtime_t *rt, const char *connector, int status, double ms);
 void cx__count_item(cx_runtime_t *rt, const char *connector, const char *capability,
                     const char *outcome, const char *error_code);
+/* The same for n alike items at once. */
+void cx__count_items(cx_runtime_t *rt, const char *connector, const char *capability,
+                     const char *outcome, const char *error_code, uint64_t n);
 void cx__pending_add(cx_runtime_t *rt, const cx_dedupe_item_t *items, size_t n);
 void cx__pending_flush(cx_runtime_t *rt);
 void cx__pending_free(cx_runtime_t *rt);
