@@ -588,6 +588,10 @@ static int load_file(cx_serve_config_t *cfg, const char *path)
             if ((rc = get_uint(&fc, key, v, 0, 1024, &u)) != 0)
                 goto done;
             cfg->threads = (unsigned)u;
+        } else if (strcmp(key, "pipeline_threads") == 0) {
+            if ((rc = get_uint(&fc, key, v, 0, 1024, &u)) != 0)
+                goto done;
+            cfg->pipeline_threads = (unsigned)u;
         } else if (strcmp(key, "drain_timeout_s") == 0) {
             if ((rc = get_uint(&fc, key, v, 0, 3600, &u)) != 0)
                 goto done;

@@ -53,6 +53,7 @@ typedef struct cx_serve_config_s {
     size_t max_header_bytes;
     int expose_unauthenticated;
     unsigned threads; /* 0 = the number of online cores */
+    unsigned pipeline_threads; /* webhook pipeline threads; 0 = 2 per online core */
     unsigned drain_timeout_s;
     /* Durable processing (docs/durable-processing.md). handler_mode is INLINE or QUEUED once
      * loaded: unset, it follows the final environment (queued in staging and production,

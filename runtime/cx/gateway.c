@@ -6,6 +6,14 @@
  * needs lives in a conn_state_t hung on MHD's per-request pointer and freed by the completion
  * callback, which is also where a request stops counting as in flight.
  *
+ * Batched routes (a route with `batch`, the webhook route): when such a request's body is in,
+ * its connection is suspended and the request goes to a queue; a few pipeline threads take
+ * every request waiting (up to CX_GW_BATCH_MAX) and hand them to the route's batch function in
+ * one call, then resume the connections, and MHD calls the access handler once more, which
+ * sends the answer. Under load the queue fills while a pipeline thread waits for Redis, so the
+ * next call takes many requests at once: their items share the store's round trips, and the
+ * pool threads never block on Redis. Idle, a request is taken alone as soon as it arrives.
+ *
  * Bodies. A declared Content-Length above max_body_bytes is answered 413 at once, before any
  * body byte is read (MHD then closes the connection rather than read what follows; a client
  * sending `Expect: 100-continue` never sends the body at all). A body without a length
@@ -18,6 +26,7 @@
 
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -31,9 +40,18 @@
 
 #define DEFAULT_MAX_RESPONSE (16u << 20)
 
+typedef struct conn_state_s conn_state_t;
+
 struct cx_gw_s {
     cx_gw_config_t cfg;
     struct MHD_Daemon *daemon;
+    /* The batched routes' queue and the pipeline threads that take from it. */
+    pthread_mutex_t bmu;
+    pthread_cond_t bcv;
+    conn_state_t *bhead, *btail;
+    int bstop;
+    pthread_t *batchers;
+    unsigned n_batchers;
     MHD_socket quiesced_fd;
     int port;
     atomic_int draining;
@@ -42,7 +60,20 @@ struct cx_gw_s {
     cx_histogram_t *latency; /* http_request_latency_ms{route} */
 };
 
-typedef struct conn_state_s {
+typedef struct {
+    cx_header_t *items;
+    size_t n, cap;
+} header_list_t;
+
+/* A request being answered: what dispatch() needs, kept while the connection is suspended. */
+typedef struct {
+    header_list_t hl;
+    cx_buf_t query, out, hdrs;
+    cx_gw_request_t req;
+    cx_gw_response_t resp;
+} exchange_t;
+
+struct conn_state_s {
     const cx_gw_route_t *route; /* NULL: no route */
     const char *route_name;     /* metrics label */
     const char *method_label;
@@ -52,7 +83,12 @@ typedef struct conn_state_s {
     int too_large;
     int reject;    /* 404 or 405, answered once the (dropped) body is read */
     int responded; /* a response was queued before the body was read */
-} conn_state_t;
+    /* Batched routes: */
+    struct MHD_Connection *conn;
+    exchange_t *ex;     /* the suspended request and, once answered, its response */
+    int answered;       /* set by a pipeline thread before it resumes the connection */
+    conn_state_t *next; /* in the queue */
+};
 
 /* ---- Small helpers -------------------------------------------------------------------------- */
 
@@ -150,11 +186,6 @@ static size_t drop_limit(const cx_gw_t *gw)
 
 /* ---- Request/response -------------------------------------------------------------------------
  */
-
-typedef struct {
-    cx_header_t *items;
-    size_t n, cap;
-} header_list_t;
 
 static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
                                       const char *value)
@@ -263,39 +294,121 @@ static enum MHD_Result respond_error(cx_gw_t *gw, struct MHD_Connection *conn, c
     return send_response(gw, conn, st, &resp);
 }
 
+/* Reads the request out of MHD into ex (headers and query point into MHD's memory, valid while
+ * the connection lives). Returns 0 or -1 (out of memory). */
+static int exchange_init(cx_gw_t *gw, struct MHD_Connection *conn, conn_state_t *st,
+                         const char *url, const char *method, exchange_t *ex)
+{
+    memset(ex, 0, sizeof *ex);
+    const cx_gw_route_t *route = st->route;
+    int n = MHD_get_connection_values(conn, MHD_HEADER_KIND, NULL, NULL);
+    ex->hl.cap = n > 0 ? (size_t)n : 0;
+    if (ex->hl.cap && (ex->hl.items = malloc(ex->hl.cap * sizeof *ex->hl.items)) == NULL)
+        return -1;
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_header, &ex->hl);
+    cx_buf_init(&ex->query, 1u << 20);
+    MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, collect_arg, &ex->query);
+    ex->req = (cx_gw_request_t){method,
+                                url,
+                                ex->query.len ? ex->query.data : "",
+                                route->prefix ? url + strlen(route->path) : "",
+                                ex->hl.items,
+                                ex->hl.n,
+                                st->body.len ? st->body.data : "",
+                                st->body.len};
+    cx_buf_init(&ex->out, gw->cfg.max_response_bytes);
+    cx_buf_init(&ex->hdrs, 2048);
+    ex->resp = (cx_gw_response_t){0, NULL, &ex->out, &ex->hdrs};
+    return 0;
+}
+
+static void exchange_free(exchange_t *ex)
+{
+    cx_buf_free(&ex->hdrs);
+    cx_buf_free(&ex->out);
+    cx_buf_free(&ex->query);
+    free(ex->hl.items);
+}
+
 static enum MHD_Result dispatch(cx_gw_t *gw, struct MHD_Connection *conn, conn_state_t *st,
                                 const char *url, const char *method)
 {
-    const cx_gw_route_t *route = st->route;
-    const char *rest = route->prefix ? url + strlen(route->path) : "";
-    int n = MHD_get_connection_values(conn, MHD_HEADER_KIND, NULL, NULL);
-    header_list_t hl = {NULL, 0, n > 0 ? (size_t)n : 0};
-    if (hl.cap && (hl.items = malloc(hl.cap * sizeof *hl.items)) == NULL)
+    if (st->route->batch) {
+        /* Suspended first, queued second: a pipeline thread may resume it at once. */
+        if ((st->ex = malloc(sizeof *st->ex)) == NULL ||
+            exchange_init(gw, conn, st, url, method, st->ex) != 0)
+            return MHD_NO;
+        st->conn = conn;
+        MHD_suspend_connection(conn);
+        pthread_mutex_lock(&gw->bmu);
+        if (gw->btail)
+            gw->btail->next = st;
+        else
+            gw->bhead = st;
+        gw->btail = st;
+        pthread_cond_signal(&gw->bcv);
+        pthread_mutex_unlock(&gw->bmu);
+        return MHD_YES;
+    }
+    exchange_t ex;
+    if (exchange_init(gw, conn, st, url, method, &ex) != 0) {
+        exchange_free(&ex);
         return MHD_NO;
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_header, &hl);
-    cx_buf_t q;
-    cx_buf_init(&q, 1u << 20);
-    MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
-
-    cx_gw_request_t req = {method,
-                           url,
-                           q.len ? q.data : "",
-                           rest,
-                           hl.items,
-                           hl.n,
-                           st->body.len ? st->body.data : "",
-                           st->body.len};
-    cx_buf_t out, hdrs;
-    cx_buf_init(&out, gw->cfg.max_response_bytes);
-    cx_buf_init(&hdrs, 2048);
-    cx_gw_response_t resp = {0, NULL, &out, &hdrs};
-    route->fn(gw->cfg.app, &req, &resp);
-    enum MHD_Result rc = send_response(gw, conn, st, &resp);
-    cx_buf_free(&hdrs);
-    cx_buf_free(&out);
-    cx_buf_free(&q);
-    free(hl.items);
+    }
+    st->route->fn(gw->cfg.app, &ex.req, &ex.resp);
+    enum MHD_Result rc = send_response(gw, conn, st, &ex.resp);
+    exchange_free(&ex);
     return rc;
+}
+
+/* A pipeline thread: takes every queued request (up to CX_GW_BATCH_MAX, one route at a time),
+ * runs them in one call of the route's batch function, and resumes their connections. */
+static void *batcher(void *arg)
+{
+    cx_gw_t *gw = arg;
+    for (;;) {
+        pthread_mutex_lock(&gw->bmu);
+        while (gw->bhead == NULL && !gw->bstop)
+            pthread_cond_wait(&gw->bcv, &gw->bmu);
+        if (gw->bhead == NULL) { /* stopping, and nothing left */
+            pthread_mutex_unlock(&gw->bmu);
+            return NULL;
+        }
+        conn_state_t *taken[CX_GW_BATCH_MAX];
+        size_t n = 0;
+        const cx_gw_route_t *route = gw->bhead->route;
+        conn_state_t **link = &gw->bhead;
+        while (*link && n < CX_GW_BATCH_MAX) {
+            conn_state_t *st = *link;
+            if (st->route->batch != route->batch) { /* another route: the next call's */
+                link = &st->next;
+                continue;
+            }
+            taken[n++] = st;
+            *link = st->next;
+        }
+        gw->btail = NULL;
+        for (conn_state_t *st = gw->bhead; st; st = st->next)
+            gw->btail = st;
+        /* More waiting: wake another thread for them. */
+        if (gw->bhead)
+            pthread_cond_signal(&gw->bcv);
+        pthread_mutex_unlock(&gw->bmu);
+
+        const cx_gw_request_t *reqs[CX_GW_BATCH_MAX];
+        cx_gw_response_t *resps[CX_GW_BATCH_MAX];
+        for (size_t i = 0; i < n; i++) {
+            reqs[i] = &taken[i]->ex->req;
+            resps[i] = &taken[i]->ex->resp;
+        }
+        route->batch(gw->cfg.app, reqs, resps, n);
+        for (size_t i = 0; i < n; i++) {
+            struct MHD_Connection *conn = taken[i]->conn;
+            taken[i]->answered = 1;
+            taken[i]->next = NULL;
+            MHD_resume_connection(conn);
+        }
+    }
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -348,7 +461,16 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         cx_buf_append(&st->body, upload, n);
         return MHD_YES;
     }
-    if (st->responded)
+    if (st->answered) { /* resumed by a pipeline thread: send what it wrote */
+        st->answered = 0;
+        st->responded = 1;
+        enum MHD_Result rc = send_response(gw, conn, st, &st->ex->resp);
+        exchange_free(st->ex);
+        free(st->ex);
+        st->ex = NULL;
+        return rc;
+    }
+    if (st->responded || st->ex) /* answered, or waiting in the queue */
         return MHD_YES;
     if (st->reject == 405)
         return respond_error(gw, conn, st, 405, "METHOD_NOT_ALLOWED", "method not allowed");
@@ -368,6 +490,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     conn_state_t *st = *con_cls;
     if (st == NULL)
         return;
+    if (st->ex) { /* the client went away after its answer was written, before it was sent */
+        exchange_free(st->ex);
+        free(st->ex);
+    }
     cx_buf_free(&st->body);
     free(st);
     *con_cls = NULL;
@@ -385,6 +511,8 @@ int cx_gw_start(const cx_gw_config_t *cfg, cx_gw_t **out, char *why, size_t cap)
     }
     gw->cfg = *cfg;
     gw->quiesced_fd = MHD_INVALID_SOCKET;
+    pthread_mutex_init(&gw->bmu, NULL);
+    pthread_cond_init(&gw->bcv, NULL);
     if (gw->cfg.max_response_bytes == 0)
         gw->cfg.max_response_bytes = DEFAULT_MAX_RESPONSE;
     unsigned threads = cfg->threads;
@@ -412,8 +540,8 @@ int cx_gw_start(const cx_gw_config_t *cfg, cx_gw_t **out, char *why, size_t cap)
         free(gw);
         return -1;
     }
-    unsigned flags =
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     struct MHD_OptionItem ops[] = {
@@ -440,6 +568,22 @@ int cx_gw_start(const cx_gw_config_t *cfg, cx_gw_t **out, char *why, size_t cap)
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(gw->daemon, MHD_DAEMON_INFO_BIND_PORT);
     gw->port = info ? (int)info->port : cfg->port;
+    unsigned nb = cfg->pipeline_threads;
+    if (nb == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        nb = 2 * (n > 0 ? (unsigned)n : 1);
+    }
+    if ((gw->batchers = calloc(nb, sizeof *gw->batchers)) == NULL) {
+        snprintf(why, cap, "out of memory");
+        cx_gw_stop(gw);
+        return -1;
+    }
+    for (; gw->n_batchers < nb; gw->n_batchers++)
+        if (pthread_create(&gw->batchers[gw->n_batchers], NULL, batcher, gw) != 0) {
+            snprintf(why, cap, "cannot start the gateway's pipeline threads");
+            cx_gw_stop(gw);
+            return -1;
+        }
     *out = gw;
     return 0;
 }
@@ -476,9 +620,20 @@ void cx_gw_stop(cx_gw_t *gw)
 {
     if (gw == NULL)
         return;
+    /* The pipeline threads answer what is queued, then exit; MHD wants every suspended
+     * connection resumed before it stops. */
+    pthread_mutex_lock(&gw->bmu);
+    gw->bstop = 1;
+    pthread_cond_broadcast(&gw->bcv);
+    pthread_mutex_unlock(&gw->bmu);
+    for (unsigned i = 0; i < gw->n_batchers; i++)
+        pthread_join(gw->batchers[i], NULL);
+    free(gw->batchers);
     MHD_stop_daemon(gw->daemon);
     /* After MHD_stop_daemon: a pool thread may use the quiesced socket until then. */
     if (gw->quiesced_fd != MHD_INVALID_SOCKET)
         close(gw->quiesced_fd);
+    pthread_cond_destroy(&gw->bcv);
+    pthread_mutex_destroy(&gw->bmu);
     free(gw);
 }

@@ -46,18 +46,26 @@ typedef struct cx_gw_response_s {
 
 typedef void (*cx_gw_handler_fn)(void *app, const cx_gw_request_t *req, cx_gw_response_t *resp);
 
+/* A route's handler for several requests at once (1..CX_GW_BATCH_MAX), run by the gateway's
+ * pipeline threads: it writes each resps[i] as the single handler would. */
+#define CX_GW_BATCH_MAX 64
+typedef void (*cx_gw_batch_fn)(void *app, const cx_gw_request_t *const *reqs,
+                               cx_gw_response_t *const *resps, size_t n);
+
 typedef struct cx_gw_route_s {
     const char *name; /* metrics label: a fixed word */
     const char *path; /* "/health", or a prefix ending in '/' ("/webhook/") */
     int prefix;       /* 1: matches every path under `path` */
     unsigned methods; /* CX_GW_GET | CX_GW_POST */
     cx_gw_handler_fn fn;
+    cx_gw_batch_fn batch; /* optional: requests are queued and run together (gateway.c) */
 } cx_gw_route_t;
 
 typedef struct cx_gw_config_s {
     const char *host; /* numeric address or name */
     int port;         /* 0 = any free port (see cx_gw_port) */
     unsigned threads; /* pool threads; 0 = online cores */
+    unsigned pipeline_threads; /* threads running batched routes; 0 = 2 per online core */
     unsigned max_connections;
     unsigned max_connections_per_ip; /* 0 = none */
     unsigned connection_timeout_s;

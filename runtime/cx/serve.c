@@ -347,6 +347,7 @@ int cx_cmd_serve(int argc, char **argv)
     cx_gw_config_t gc = {.host = cfg.listen_host,
                          .port = cfg.listen_port,
                          .threads = cfg.threads,
+                         .pipeline_threads = cfg.pipeline_threads,
                          .max_connections = cfg.max_connections,
                          .max_connections_per_ip = cfg.max_connections_per_ip,
                          .connection_timeout_s = cfg.connection_timeout_s,

@@ -5,8 +5,10 @@
  * with the embedded store or a real redis-server (started on a free loopback port). Reports
  * items/s and per-request p50/p99. See docs/benchmarks.md.
  *
- * usage: bench_pipeline embedded|redis [SECONDS] [THREADS] [log]
- *        ("log" turns per-item logging on, into /dev/null)
+ * usage: bench_pipeline embedded|redis [SECONDS] [THREADS] [log|nolog] [PER_CALL]
+ *        ("log" turns per-item logging on, into /dev/null; PER_CALL requests go through each
+ *        cx_runtime_handle_many call, as `cx serve` does with the requests that are ready
+ *        together; default 1)
  *
  * Each thread signs its requests before the clock starts (CX_BENCH_REQUESTS per thread,
  * default 100,000): the load generator's HMAC and printf are not the pipeline's cost. A run
@@ -61,6 +63,7 @@ typedef struct {
 } pregen_t;
 
 static size_t per_thread = 100000; /* requests made in advance per thread */
+static int per_call = 1;          /* requests per cx_runtime_handle_many call */
 
 static pregen_t *make_request(long base)
 {
@@ -91,24 +94,36 @@ static void *worker(void *arg)
     for (size_t i = 0; i < per_thread; i++)
         reqs[i] = make_request(atomic_fetch_add(&next_id, BATCH));
     pthread_barrier_wait(&start_line);
-    char out[8192];
+    static _Thread_local char out[CX_HANDLE_MANY_MAX][8192];
     double end = now() + seconds;
-    for (size_t i = 0; i < per_thread && now() < end; i++) {
-        cx_header_t h[1] = {{"X-Test-Signature", reqs[i]->sig}};
-        cx_request_t req = {"POST", "/webhook/test", "", h, 1, reqs[i]->body, reqs[i]->len};
-        cx_buf_t b;
-        cx_buf_init_fixed(&b, out, sizeof out);
-        cx_response_t resp = {0, NULL, &b};
+    for (size_t i = 0; i < per_thread && now() < end; i += (size_t)per_call) {
+        size_t m = per_thread - i < (size_t)per_call ? per_thread - i : (size_t)per_call;
+        cx_header_t h[CX_HANDLE_MANY_MAX][1];
+        cx_request_t req[CX_HANDLE_MANY_MAX];
+        cx_buf_t b[CX_HANDLE_MANY_MAX];
+        cx_response_t resp[CX_HANDLE_MANY_MAX];
+        cx_exchange_t ex[CX_HANDLE_MANY_MAX];
+        for (size_t k = 0; k < m; k++) {
+            pregen_t *p = reqs[i + k];
+            h[k][0] = (cx_header_t){"X-Test-Signature", p->sig};
+            req[k] = (cx_request_t){"POST", "/webhook/test", "", h[k], 1, p->body, p->len};
+            cx_buf_init_fixed(&b[k], out[k], sizeof out[k]);
+            resp[k] = (cx_response_t){0, NULL, &b[k]};
+            ex[k] = (cx_exchange_t){"test", &req[k], &resp[k]};
+        }
         double t0 = now();
-        cx_runtime_handle(rt, "test", &req, &resp);
+        cx_runtime_handle_many(rt, ex, m);
         double dt = now() - t0;
-        if (resp.status != 200)
-            atomic_fetch_add(&errors, 1);
-        atomic_fetch_add_explicit(&requests, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&items, BATCH, memory_order_relaxed);
-        long k = atomic_fetch_add_explicit(&n_samples, 1, memory_order_relaxed);
-        if (k < MAX_SAMPLES)
-            samples[k] = (float)(dt * 1e6);
+        for (size_t k = 0; k < m; k++) {
+            if (resp[k].status != 200)
+                atomic_fetch_add(&errors, 1);
+            /* Every request of a call waited for the whole call. */
+            long at = atomic_fetch_add_explicit(&n_samples, 1, memory_order_relaxed);
+            if (at < MAX_SAMPLES)
+                samples[at] = (float)(dt * 1e6);
+        }
+        atomic_fetch_add_explicit(&requests, (long)m, memory_order_relaxed);
+        atomic_fetch_add_explicit(&items, (long)m * BATCH, memory_order_relaxed);
     }
     return reqs; /* freed after the clock stops */
 }
@@ -134,6 +149,9 @@ int main(int argc, char **argv)
     seconds = argc > 2 ? atof(argv[2]) : 5;
     int threads = argc > 3 ? atoi(argv[3]) : 2;
     int logging = argc > 4 && strcmp(argv[4], "log") == 0;
+    per_call = argc > 5 ? atoi(argv[5]) : 1;
+    if (per_call < 1 || per_call > CX_HANDLE_MANY_MAX)
+        return 1;
     char dir[] = "/tmp/cx-bench-XXXXXX";
     if (!mkdtemp(dir))
         return 1;
@@ -205,9 +223,9 @@ int main(int argc, char **argv)
     if (ns > MAX_SAMPLES)
         ns = MAX_SAMPLES;
     qsort(samples, (size_t)ns, sizeof(float), cmpf);
-    printf("pipeline %-8s threads=%d logging=%s batch=%d: %.0f items/s, %.0f requests/s, "
+    printf("pipeline %-8s threads=%d per_call=%d logging=%s batch=%d: %.0f items/s, %.0f requests/s, "
            "p50 %.1f us, p99 %.1f us per request, %.2f CPU us per item, %ld non-200\n",
-           mode, threads, logging ? "on" : "off", BATCH, (double)atomic_load(&items) / dt,
+           mode, threads, per_call, logging ? "on" : "off", BATCH, (double)atomic_load(&items) / dt,
            (double)atomic_load(&requests) / dt, (double)samples[ns / 2],
            (double)samples[(long)((double)ns * 0.99)], cpu * 1e6 / (double)atomic_load(&items),
            atomic_load(&errors));

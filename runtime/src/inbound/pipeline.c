@@ -418,13 +418,23 @@ static cx_ratelimit_result_t *rate_limit_batch(cx_runtime_t *rt, const item_t *i
     return out;
 }
 
-/* Queued mode: appends every claimed item to the work queue in one round trip. An item
- * another delivery holds (IN_PROGRESS) is durably queued or being handled by that delivery:
- * deduped. Returns 1 when the items could not be made durable: their claims are released (the
- * provider's redelivery claims them again) and the answer is 503. */
-static int enqueue_claimed(cx_runtime_t *rt, const char *cname, const char *cid, item_t *items,
-                           size_t n, cx_dedupe_item_t *claims, size_t nclaims, cx_arena_t *arena,
-                           cx_error_t *err)
+/* Queued mode: every claimed item goes to the work queue, in one round trip for all the
+ * requests of a call. An item another delivery holds (IN_PROGRESS) is durably queued or being
+ * handled by that delivery: deduped. Items that could not be made durable fail: their claims
+ * are released (the provider's redelivery claims them again) and the answer is 503. */
+/* What a request hands to the queue: its items' payloads, and the claims to release. */
+typedef struct {
+    cx_queue_payload_t *pl;
+    size_t npl;
+    cx_dedupe_item_t *rel;
+    size_t nrel;
+} enqueue_t;
+
+/* Queued mode, first half: the payloads of a request's claimed items (rate limits asked in
+ * one round trip). The enqueue itself is one call for every request (enqueue_all). */
+static void enqueue_prepare(cx_runtime_t *rt, const char *cname, const char *cid, item_t *items,
+                            size_t n, cx_dedupe_item_t *claims, size_t nclaims, cx_arena_t *arena,
+                            enqueue_t *q)
 {
     cx_queue_payload_t *pl = nclaims ? cx_arena_alloc(arena, nclaims * sizeof *pl) : NULL;
     cx_dedupe_item_t *rel = nclaims ? cx_arena_alloc(arena, nclaims * sizeof *rel) : NULL;
@@ -500,9 +510,20 @@ static int enqueue_claimed(cx_runtime_t *rt, const char *cname, const char *cid,
         }
         pl[npl++] = (cx_queue_payload_t){b.data, b.len, delay};
     }
-    int down = 0;
-    if (npl && rt->queue->ops->enqueue(rt->queue, pl, npl, err) != 0) {
-        down = 1;
+    *q = (enqueue_t){pl, npl, rel, nrel};
+}
+
+/* Queued mode, second half, after the enqueue (down: it failed): items are answered queued,
+ * or failed with their claims released. Returns down. */
+static int enqueue_finish(cx_runtime_t *rt, const char *cname, const char *cid, item_t *items,
+                          size_t n, cx_dedupe_item_t *claims, cx_arena_t *arena, enqueue_t *q,
+                          int down)
+{
+    cx_queue_payload_t *pl = q->pl;
+    size_t npl = q->npl, nrel = q->nrel;
+    cx_dedupe_item_t *rel = q->rel;
+    down = down && npl;
+    if (down) {
         cx_log_record_t r;
         if (cx_log_begin(&r, rt->log, CX_LOG_ERROR)) {
             cx_log_set_connector(&r, cname);
@@ -938,6 +959,52 @@ static void finish(cx_runtime_t *rt, const cx_exchange_t *ex, exchange_state_t *
     cx_arena_release(&x->arena);
 }
 
+/* Queued mode: the claimed items of every request go to the work queue in one call (more
+ * only past CX_QUEUE_BATCH_MAX payloads, cut between requests), then each request is answered
+ * for. */
+static void enqueue_all(cx_runtime_t *rt, exchange_state_t *xs, size_t nx)
+{
+    enqueue_t q[CX_HANDLE_MANY_MAX];
+    size_t total = 0;
+    for (size_t r = 0; r < nx; r++) {
+        exchange_state_t *x = &xs[r];
+        q[r] = (enqueue_t){0};
+        if (x->cname == NULL)
+            continue;
+        enqueue_prepare(rt, x->cname, x->cid, x->items, x->n, x->claims, x->nclaims, &x->arena,
+                        &q[r]);
+        total += q[r].npl;
+    }
+    cx_queue_payload_t *all = total ? malloc(total * sizeof *all) : NULL;
+    int down[CX_HANDLE_MANY_MAX] = {0};
+    for (size_t r = 0; r < nx;) {
+        /* Requests r..e-1 in one enqueue call. */
+        size_t e = r, m = 0;
+        while (e < nx && (m == 0 || m + q[e].npl <= CX_QUEUE_BATCH_MAX)) {
+            if (all)
+                memcpy(all + m, q[e].pl, q[e].npl * sizeof *all);
+            m += q[e].npl;
+            e++;
+        }
+        int failed = 0;
+        if (m) {
+            cx_error_t err;
+            cx_error_clear(&err);
+            failed = all == NULL || m > CX_QUEUE_BATCH_MAX ||
+                     rt->queue->ops->enqueue(rt->queue, all, m, &err) != 0;
+        }
+        for (; r < e; r++)
+            down[r] = failed;
+    }
+    free(all);
+    for (size_t r = 0; r < nx; r++) {
+        exchange_state_t *x = &xs[r];
+        if (x->cname)
+            x->store_down |= enqueue_finish(rt, x->cname, x->cid, x->items, x->n, x->claims,
+                                            &x->arena, &q[r], down[r]);
+    }
+}
+
 int cx_runtime_handle_many(cx_runtime_t *rt, const cx_exchange_t *ex, size_t n)
 {
     if (rt == NULL || ex == NULL || n == 0 || n > CX_HANDLE_MANY_MAX)
@@ -952,20 +1019,15 @@ int cx_runtime_handle_many(cx_runtime_t *rt, const cx_exchange_t *ex, size_t n)
         prepare(rt, &ex[r], &xs[r]);
     }
     claim_all(rt, xs, n);
-    for (size_t r = 0; r < n; r++) {
-        exchange_state_t *x = &xs[r];
-        if (x->cname == NULL)
-            continue;
-        cx_error_t err;
-        cx_error_clear(&err);
-        if (rt->queued)
-            x->store_down |= enqueue_claimed(rt, x->cname, x->cid, x->items, x->n, x->claims,
-                                             x->nclaims, &x->arena, &err);
-        else
-            run_handlers(rt, x->cname, x->cid, x->items, x->n, x->claims, &x->arena, &x->msgs);
-    }
-    if (!rt->queued)
+    if (rt->queued) {
+        enqueue_all(rt, xs, n);
+    } else {
+        for (size_t r = 0; r < n; r++)
+            if (xs[r].cname)
+                run_handlers(rt, xs[r].cname, xs[r].cid, xs[r].items, xs[r].n, xs[r].claims,
+                             &xs[r].arena, &xs[r].msgs);
         settle_all(rt, xs, n);
+    }
     for (size_t r = 0; r < n; r++) {
         exchange_state_t *x = &xs[r];
         if (x->cname == NULL)
