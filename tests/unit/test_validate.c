@@ -1370,6 +1370,235 @@ static void test_repeated_timestamps_item_paths(void **state)
     expect_only(&r, "times[1]", "timestamp.valid");
 }
 
+static void test_nested_list_item_paths_carry_every_index(void **state)
+{
+    (void)state;
+    Cx__Messaging__V1__ListRow row[4];
+    Cx__Messaging__V1__ListRow *rows0[] = {&row[0]};
+    Cx__Messaging__V1__ListRow *rows1[] = {&row[1], &row[2], &row[3]};
+    for (int i = 0; i < 4; i++) {
+        cx__messaging__v1__list_row__init(&row[i]);
+        row[i].id = "r";
+        row[i].title = "Row";
+    }
+    row[0].id = "";
+    row[3].title = "A row title well past the sixty-four characters a list row allows";
+    Cx__Messaging__V1__ListSection section[3];
+    Cx__Messaging__V1__ListSection *sections[] = {&section[0], &section[1], &section[2]};
+    for (int i = 0; i < 3; i++)
+        cx__messaging__v1__list_section__init(&section[i]);
+    section[0].n_rows = 1;
+    section[0].rows = rows0;
+    section[1].n_rows = 3;
+    section[1].rows = rows1;
+    Cx__Messaging__V1__InteractiveContent ic;
+    cx__messaging__v1__interactive_content__init(&ic);
+    ic.type = CX__MESSAGING__V1__INTERACTIVE_TYPE__INTERACTIVE_TYPE_LIST;
+    ic.body_text = "Pick one";
+    ic.n_sections = 3;
+    ic.sections = sections;
+    result_t r;
+    run(&cx_messaging_interactive_content_meta, &ic.base, &r);
+    if (r.v.count != 3)
+        dump(&r);
+    assert_int_equal(r.v.count, 3);
+    assert_string_equal(r.items[0].path, "sections[0].rows[0].id");
+    assert_string_equal(r.items[0].rule, "required");
+    assert_string_equal(r.items[1].path, "sections[1].rows[2].title");
+    assert_string_equal(r.items[1].rule, "string.max_len");
+    /* A list inside a list item: the item's index, then the list's own name without one. */
+    assert_string_equal(r.items[2].path, "sections[2].rows");
+    assert_string_equal(r.items[2].rule, "repeated.min_items");
+}
+
+/* ---- Long paths and shared conditions: a hand-made recursive descriptor ----------------- */
+
+typedef struct node_s {
+    ProtobufCMessage base;
+    char *label;
+    size_t n_children;
+    struct node_s **children;
+    struct node_s *next;
+    int32_t kind;
+    char *caption;
+    char *body;
+} node_t;
+
+/* Declared ahead: the message refers to itself. */
+static const ProtobufCMessageDescriptor node_desc;
+static const cx_msg_meta_t node_meta;
+
+#define NODE_FD(name, id, label, type, q, field, desc)                                             \
+    {                                                                                              \
+        name, id, label, type, q, offsetof(node_t, field), desc, NULL, 0, 0, NULL, NULL            \
+    }
+
+static const ProtobufCFieldDescriptor node_fields[] = {
+    NODE_FD("label", 1, PROTOBUF_C_LABEL_NONE, PROTOBUF_C_TYPE_STRING, 0, label, NULL),
+    NODE_FD("children_with_a_long_name", 2, PROTOBUF_C_LABEL_REPEATED, PROTOBUF_C_TYPE_MESSAGE,
+            offsetof(node_t, n_children), children, &node_desc),
+    NODE_FD("next_node_with_a_rather_long_name", 3, PROTOBUF_C_LABEL_NONE, PROTOBUF_C_TYPE_MESSAGE,
+            0, next, &node_desc),
+    NODE_FD("kind", 4, PROTOBUF_C_LABEL_NONE, PROTOBUF_C_TYPE_ENUM, 0, kind,
+            &cx__messaging__v1__message_content_type__descriptor),
+    NODE_FD("caption", 5, PROTOBUF_C_LABEL_NONE, PROTOBUF_C_TYPE_STRING, 0, caption, NULL),
+    NODE_FD("body", 6, PROTOBUF_C_LABEL_NONE, PROTOBUF_C_TYPE_STRING, 0, body, NULL),
+};
+
+static const ProtobufCMessageDescriptor node_desc = {
+    PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+    "cx.test.Node",
+    "Node",
+    "Node",
+    "cx.test",
+    sizeof(node_t),
+    sizeof node_fields / sizeof node_fields[0],
+    node_fields,
+    NULL,
+    0,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+static const cx_field_meta_t node_meta_fields[] = {
+    {"label", 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 1, NULL},
+    {"childrenWithALongName", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, &node_meta},
+    {"nextNodeWithARatherLongName", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, &node_meta},
+    {"kind", CX_F_DEFINED_ONLY, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL},
+    {"caption", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL},
+    {"body", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL},
+};
+
+/* Three rules on one enum field, the last without a value. */
+static const cx_required_if_t node_required_if[] = {
+    {4, 3, "MESSAGE_CONTENT_TYPE_TEXT", 1},  /* caption when kind is TEXT */
+    {5, 3, "MESSAGE_CONTENT_TYPE_IMAGE", 2}, /* body when kind is IMAGE */
+    {5, 3, NULL, 0},                         /* body when kind is set */
+};
+
+static const cx_msg_meta_t node_meta = {
+    &node_desc, "cx.test.Node",   NULL, NULL, CX_KIND_VALUE, 0, node_meta_fields, NULL, 0, NULL,
+    0,          node_required_if, 3,
+};
+
+static void node_init(node_t *n)
+{
+    memset(n, 0, sizeof *n);
+    n->base.descriptor = &node_desc;
+    n->label = "";
+    n->caption = "";
+    n->body = "";
+}
+
+#define CHAIN 12
+
+/* Links nodes[0..depth] into a chain, every odd link through children_with_a_long_name[1] and
+ * every even one through next_node_with_a_rather_long_name, with a bad label at the end; writes
+ * the full, untruncated path of that label into want. */
+static void node_chain(node_t *nodes, node_t *(*kids)[2], int depth, char *want, size_t cap)
+{
+    size_t len = 0;
+    want[0] = '\0';
+    for (int i = 0; i <= depth; i++)
+        node_init(&nodes[i]);
+    for (int i = 0; i < depth; i++) {
+        if (i % 2) {
+            kids[i][0] = &nodes[CHAIN]; /* a valid sibling before the followed item */
+            kids[i][1] = &nodes[i + 1];
+            nodes[i].n_children = 2;
+            nodes[i].children = kids[i];
+            len += (size_t)snprintf(want + len, cap - len, "children_with_a_long_name[1].");
+        } else {
+            nodes[i].next = &nodes[i + 1];
+            len += (size_t)snprintf(want + len, cap - len, "next_node_with_a_rather_long_name.");
+        }
+    }
+    snprintf(want + len, cap - len, "label");
+    nodes[depth].label = "far too long";
+}
+
+static void test_long_paths_are_cut_at_the_buffer_end(void **state)
+{
+    (void)state;
+    /* Every depth, so the cut falls inside a name, on a dot, a bracket and an index. */
+    for (int depth = 0; depth < CHAIN; depth++) {
+        node_t nodes[CHAIN + 1];
+        node_t *kids[CHAIN][2];
+        char want[2048];
+        node_chain(nodes, kids, depth, want, sizeof want);
+        node_init(&nodes[CHAIN]);
+        result_t r;
+        run(&node_meta, &nodes[0].base, &r);
+        assert_int_equal(r.v.count, 1);
+        assert_string_equal(r.items[0].rule, "string.max_len");
+        size_t max = sizeof r.items[0].path - 1;
+        if (strlen(want) > max)
+            want[max] = '\0';
+        assert_string_equal(r.items[0].path, want);
+    }
+}
+
+static void test_path_after_a_truncated_one_is_whole(void **state)
+{
+    (void)state;
+    node_t nodes[CHAIN + 1];
+    node_t *kids[CHAIN][2];
+    char want[2048];
+    node_chain(nodes, kids, CHAIN - 1, want, sizeof want);
+    node_init(&nodes[CHAIN]);
+    nodes[0].kind = 99;
+    nodes[0].body = "b";
+    nodes[1].kind = 77;
+    nodes[1].body = "b";
+    result_t r;
+    run(&node_meta, &nodes[0].base, &r);
+    assert_int_equal(r.v.count, 3);
+    /* Depth first: the deep label, then kind one level down, then kind at the root. */
+    assert_int_equal(strlen(r.items[0].path), sizeof r.items[0].path - 1);
+    assert_string_equal(r.items[0].rule, "string.max_len");
+    assert_string_equal(r.items[1].path, "next_node_with_a_rather_long_name.kind");
+    assert_string_equal(r.items[1].rule, "enum.defined_only");
+    assert_string_equal(r.items[2].path, "kind");
+}
+
+static void test_required_if_rules_sharing_an_enum_field(void **state)
+{
+    (void)state;
+    node_t root, child;
+    node_init(&root);
+    node_init(&child);
+    result_t r;
+    root.kind = CX__MESSAGING__V1__MESSAGE_CONTENT_TYPE__MESSAGE_CONTENT_TYPE_TEXT;
+    run(&node_meta, &root.base, &r);
+    assert_int_equal(r.v.count, 2);
+    assert_string_equal(r.items[0].path, "caption");
+    assert_string_equal(r.items[0].message, "is required when kind is MESSAGE_CONTENT_TYPE_TEXT");
+    assert_string_equal(r.items[1].path, "body");
+    assert_string_equal(r.items[1].message, "is required when kind is set");
+    root.kind = CX__MESSAGING__V1__MESSAGE_CONTENT_TYPE__MESSAGE_CONTENT_TYPE_IMAGE;
+    run(&node_meta, &root.base, &r);
+    assert_int_equal(r.v.count, 2);
+    assert_string_equal(r.items[0].path, "body");
+    assert_string_equal(r.items[0].message, "is required when kind is MESSAGE_CONTENT_TYPE_IMAGE");
+    assert_string_equal(r.items[1].path, "body");
+    assert_string_equal(r.items[1].message, "is required when kind is set");
+    root.body = "b";
+    run(&node_meta, &root.base, &r);
+    expect_valid(&r);
+    /* Each message reads its own condition field, whatever the enclosing one holds. */
+    root.next = &child;
+    child.kind = CX__MESSAGING__V1__MESSAGE_CONTENT_TYPE__MESSAGE_CONTENT_TYPE_TEXT;
+    child.body = "b";
+    run(&node_meta, &root.base, &r);
+    expect_only(&r, "next_node_with_a_rather_long_name.caption", "message.required_if");
+    child.caption = "c";
+    run(&node_meta, &root.base, &r);
+    expect_valid(&r);
+}
+
 /* ---- Storage, counting, arguments ------------------------------------------------------- */
 
 static void test_violations_past_cap_are_counted_not_stored(void **state)
@@ -1590,6 +1819,10 @@ int main(void)
         cmocka_unit_test(test_float_rule_ids),
         cmocka_unit_test(test_required_if_bool_string_and_int_conditions),
         cmocka_unit_test(test_repeated_timestamps_item_paths),
+        cmocka_unit_test(test_nested_list_item_paths_carry_every_index),
+        cmocka_unit_test(test_long_paths_are_cut_at_the_buffer_end),
+        cmocka_unit_test(test_path_after_a_truncated_one_is_whole),
+        cmocka_unit_test(test_required_if_rules_sharing_an_enum_field),
         cmocka_unit_test(test_violations_past_cap_are_counted_not_stored),
         cmocka_unit_test(test_all_violations_reported_in_field_order),
         cmocka_unit_test(test_deep_path_through_wrapper_event),

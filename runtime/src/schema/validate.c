@@ -1,9 +1,11 @@
 /* Validation: walks a message with its generated field table and reports every broken rule.
  *
  * Every violation is reported, not just the first, so a connector author fixing a mapping sees
- * all of them at once. The walk never allocates: the current field path lives in one fixed
- * buffer that grows as the walk descends (`attendees[2].email`) and is cut back on return, and
- * violations go to caller storage, counted past its capacity.
+ * all of them at once. The walk never allocates and, on a valid message, never builds a string:
+ * the path to the value being checked is a chain of (field, list index) frames on the walk's
+ * own C stack, rendered (`attendees[2].email`) only into a violation being stored. Violations
+ * go to caller storage, counted past its capacity. Fields that carry no rule (a plain number
+ * or flag, a list of them) are passed over.
  *
  * Presence follows proto3. A singular string or bytes field that is empty is absent: only
  * `required` looks at it, so an optional field left empty never fails a length or format rule.
@@ -17,6 +19,7 @@
  * Violation messages name limits and formats, never the offending value: values may be PII.
  */
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,73 +33,82 @@
 #define CX_TS_MIN_SECONDS INT64_C(-62135596800)
 #define CX_TS_MAX_SECONDS INT64_C(253402300799)
 
+/* Length of a rendered path, the terminating NUL included. */
+#define CX_PATH_SIZE sizeof(((cx_violation_t *)0)->path)
+
+/* list_index of a frame that is not a list item. */
+#define CX_NO_INDEX SIZE_MAX
+
+/* One step of the path from the root message down to the value being checked: a field and,
+ * for a list item, its index. Each lives on the C stack of the call checking that field
+ * (check_field(), or check_message() for a required_if rule) and points up to the enclosing
+ * step; NULL stands for the root message. */
+typedef struct frame_s {
+    const struct frame_s *up;
+    const ProtobufCFieldDescriptor *fd;
+    size_t list_index; /* CX_NO_INDEX unless the value is a list item */
+} frame_t;
+
 typedef struct {
     cx_violations_t *v;
     size_t count;
-    size_t path_len;
-    char path[sizeof(((cx_violation_t *)0)->path)];
 } vctx_t;
 
 /* ---- Paths and reporting ---------------------------------------------------------------- */
 
-/* Paths: path_push_* append to the path and return the previous length for path_cut(). A
- * path longer than the buffer is truncated: the violation is still reported, with the start of
- * its path. */
+/* Paths are only rendered when a violation is stored; the walk itself keeps frames and never
+ * touches a string. A path longer than the buffer is truncated: the violation is still
+ * reported, with the start of its path. */
 
-/* Appends raw text: the walk's hot path (every field of every valid message), so no printf. */
-static void path_append(vctx_t *c, const char *s, size_t n)
+/* Appends raw text at path[len], cut to what fits; returns the new length. */
+static size_t path_append(char *path, size_t len, const char *s, size_t n)
 {
-    size_t room = sizeof c->path - 1 - c->path_len;
+    size_t room = CX_PATH_SIZE - 1 - len;
     if (n > room)
         n = room;
-    memcpy(c->path + c->path_len, s, n);
-    c->path_len += n;
-    c->path[c->path_len] = '\0';
+    memcpy(path + len, s, n);
+    return len + n;
 }
 
-static size_t path_push_field(vctx_t *c, const char *name)
+/* Renders the frames from the root down to at into path (`attendees[2].email`) and returns its
+ * length. Recurses once per frame, no deeper than the walk that built the frames. */
+static size_t path_render(const frame_t *at, char *path)
 {
-    size_t mark = c->path_len;
-    if (mark)
-        path_append(c, ".", 1);
-    path_append(c, name, strlen(name));
-    return mark;
+    if (at == NULL)
+        return 0;
+    size_t len = path_render(at->up, path);
+    if (len)
+        len = path_append(path, len, ".", 1);
+    const char *name = at->fd->name;
+    len = path_append(path, len, name, strlen(name));
+    if (at->list_index != CX_NO_INDEX) {
+        char tmp[24];
+        size_t n = sizeof tmp;
+        size_t i = at->list_index;
+        tmp[--n] = ']';
+        do {
+            tmp[--n] = (char)('0' + i % 10);
+            i /= 10;
+        } while (i);
+        tmp[--n] = '[';
+        len = path_append(path, len, tmp + n, sizeof tmp - n);
+    }
+    return len;
 }
 
-static size_t path_push_index(vctx_t *c, size_t i)
-{
-    size_t mark = c->path_len;
-    char tmp[24];
-    size_t n = sizeof tmp;
-    tmp[--n] = ']';
-    do {
-        tmp[--n] = (char)('0' + i % 10);
-        i /= 10;
-    } while (i);
-    tmp[--n] = '[';
-    path_append(c, tmp + n, sizeof tmp - n);
-    return mark;
-}
-
-static void path_cut(vctx_t *c, size_t mark)
-{
-    c->path_len = mark;
-    c->path[mark] = '\0';
-}
-
-static void report(vctx_t *c, const char *rule, const char *fmt, ...)
+static void report(vctx_t *c, const frame_t *at, const char *rule, const char *fmt, ...)
 #if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
+    __attribute__((format(printf, 4, 5)))
 #endif
     ;
 
-static void report(vctx_t *c, const char *rule, const char *fmt, ...)
+static void report(vctx_t *c, const frame_t *at, const char *rule, const char *fmt, ...)
 {
     size_t i = c->count++;
     if (c->v == NULL || c->v->items == NULL || i >= c->v->cap)
         return;
     cx_violation_t *out = &c->v->items[i];
-    memcpy(out->path, c->path, c->path_len + 1);
+    out->path[path_render(at, out->path)] = '\0';
     out->rule = rule;
     va_list ap;
     va_start(ap, fmt);
@@ -158,14 +170,22 @@ static int ascii_caseeq(const char *a, size_t n, const char *b)
  * sequences), as RFC 3629 requires. */
 static int utf8_count(const unsigned char *s, size_t n, size_t *out)
 {
-    size_t i = 0, cps = 0;
+    size_t i = 0, trailing = 0; /* continuation bytes, which start no code point */
     while (i < n) {
+        /* ASCII, the common case: eight bytes at a time, then byte by byte. */
+        for (uint64_t w; n - i >= 8; i += 8) {
+            memcpy(&w, s + i, sizeof w);
+            if (w & UINT64_C(0x8080808080808080))
+                break;
+        }
+        while (i < n && s[i] < 0x80)
+            i++;
+        if (i == n)
+            break;
         unsigned c = s[i];
         size_t extra;
         unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-        if (c < 0x80) {
-            extra = 0;
-        } else if (c >= 0xC2 && c <= 0xDF) {
+        if (c >= 0xC2 && c <= 0xDF) {
             extra = 1;
         } else if (c >= 0xE0 && c <= 0xEF) {
             extra = 2;
@@ -190,9 +210,9 @@ static int utf8_count(const unsigned char *s, size_t n, size_t *out)
                 return 0;
         }
         i += extra + 1;
-        cps++;
+        trailing += extra;
     }
-    *out = cps;
+    *out = n - trailing;
     return 1;
 }
 
@@ -833,29 +853,30 @@ static void int_rules(ProtobufCType t, const char **gte, const char **lte)
     }
 }
 
-static void check_string(vctx_t *c, const cx_field_meta_t *fm, const char *s, int present)
+static void check_string(vctx_t *c, const frame_t *at, const cx_field_meta_t *fm, const char *s,
+                         int present)
 {
     size_t len = s ? strlen(s) : 0;
     if (len == 0 && !present)
         return;
     size_t cps;
     if (!utf8_count((const unsigned char *)s, len, &cps)) {
-        report(c, "string.utf8", "must be valid UTF-8");
+        report(c, at, "string.utf8", "must be valid UTF-8");
         return;
     }
     if (fm->min_len && cps < fm->min_len)
-        report(c, "string.min_len", "must be at least %" PRIu32 " characters", fm->min_len);
+        report(c, at, "string.min_len", "must be at least %" PRIu32 " characters", fm->min_len);
     if (fm->max_len && cps > fm->max_len)
-        report(c, "string.max_len", "must be at most %" PRIu32 " characters", fm->max_len);
+        report(c, at, "string.max_len", "must be at most %" PRIu32 " characters", fm->max_len);
     if (len > 0 && fm->format > 0 && fm->format < sizeof formats / sizeof formats[0]) {
         const format_t *f = &formats[fm->format];
         if (!f->check(s, len))
-            report(c, f->rule, "%s", f->message);
+            report(c, at, f->rule, "%s", f->message);
     }
 }
 
-static void check_int(vctx_t *c, const ProtobufCFieldDescriptor *fd, const cx_field_meta_t *fm,
-                      const void *p)
+static void check_int(vctx_t *c, const frame_t *at, const ProtobufCFieldDescriptor *fd,
+                      const cx_field_meta_t *fm, const void *p)
 {
     if (!(fm->flags & (CX_F_HAS_GTE | CX_F_HAS_LTE)))
         return;
@@ -894,49 +915,50 @@ static void check_int(vctx_t *c, const ProtobufCFieldDescriptor *fd, const cx_fi
     }
     }
     if ((fm->flags & CX_F_HAS_GTE) && below)
-        report(c, gte_rule, "must be greater than or equal to %" PRId64, fm->gte);
+        report(c, at, gte_rule, "must be greater than or equal to %" PRId64, fm->gte);
     if ((fm->flags & CX_F_HAS_LTE) && above)
-        report(c, lte_rule, "must be less than or equal to %" PRId64, fm->lte);
+        report(c, at, lte_rule, "must be less than or equal to %" PRId64, fm->lte);
 }
 
-static void check_float(vctx_t *c, const ProtobufCFieldDescriptor *fd, const cx_field_meta_t *fm,
-                        const void *p)
+static void check_float(vctx_t *c, const frame_t *at, const ProtobufCFieldDescriptor *fd,
+                        const cx_field_meta_t *fm, const void *p)
 {
     int is_float = fd->type == PROTOBUF_C_TYPE_FLOAT;
     double d = is_float ? (double)*(const float *)p : *(const double *)p;
     if ((fm->flags & CX_F_FINITE) && !isfinite(d)) {
         /* Infinity would also break the bounds; one violation says it. */
-        report(c, is_float ? "float.finite" : "double.finite", "must be finite");
+        report(c, at, is_float ? "float.finite" : "double.finite", "must be finite");
         return;
     }
     /* NaN fails the bounds, as in protovalidate: it is not >= or <= anything. */
     if ((fm->flags & CX_F_HAS_GTE_D) && (isnan(d) || d < fm->gte_d))
-        report(c, is_float ? "float.gte" : "double.gte", "must be greater than or equal to %g",
+        report(c, at, is_float ? "float.gte" : "double.gte", "must be greater than or equal to %g",
                fm->gte_d);
     if ((fm->flags & CX_F_HAS_LTE_D) && (isnan(d) || d > fm->lte_d))
-        report(c, is_float ? "float.lte" : "double.lte", "must be less than or equal to %g",
+        report(c, at, is_float ? "float.lte" : "double.lte", "must be less than or equal to %g",
                fm->lte_d);
 }
 
-static void check_message(vctx_t *c, const cx_msg_meta_t *meta, const ProtobufCMessage *msg);
+static void check_message(vctx_t *c, const frame_t *at, const cx_msg_meta_t *meta,
+                          const ProtobufCMessage *msg);
 
 /* One value of a field (one item of a list). present: a list item or active oneof member,
  * which counts as given even when empty. */
-static void check_value(vctx_t *c, const ProtobufCFieldDescriptor *fd, const cx_field_meta_t *fm,
-                        const void *p, int present)
+static void check_value(vctx_t *c, const frame_t *at, const ProtobufCFieldDescriptor *fd,
+                        const cx_field_meta_t *fm, const void *p, int present)
 {
     switch (fd->type) {
     case PROTOBUF_C_TYPE_STRING:
-        check_string(c, fm, *(const char *const *)p, present);
+        check_string(c, at, fm, *(const char *const *)p, present);
         return;
     case PROTOBUF_C_TYPE_BYTES: {
         size_t len = ((const ProtobufCBinaryData *)p)->len;
         if (len == 0 && !present)
             return;
         if (fm->min_len && len < fm->min_len)
-            report(c, "bytes.min_len", "must be at least %" PRIu32 " bytes", fm->min_len);
+            report(c, at, "bytes.min_len", "must be at least %" PRIu32 " bytes", fm->min_len);
         if (fm->max_len && len > fm->max_len)
-            report(c, "bytes.max_len", "must be at most %" PRIu32 " bytes", fm->max_len);
+            report(c, at, "bytes.max_len", "must be at most %" PRIu32 " bytes", fm->max_len);
         return;
     }
     case PROTOBUF_C_TYPE_MESSAGE: {
@@ -947,63 +969,115 @@ static void check_value(vctx_t *c, const ProtobufCFieldDescriptor *fd, const cx_
             const Google__Protobuf__Timestamp *ts = (const Google__Protobuf__Timestamp *)sub;
             if (ts->seconds < CX_TS_MIN_SECONDS || ts->seconds > CX_TS_MAX_SECONDS ||
                 ts->nanos < 0 || ts->nanos > 999999999)
-                report(c, "timestamp.valid",
+                report(c, at, "timestamp.valid",
                        "must be between 0001-01-01 and 9999-12-31 with nanos in [0, 1e9)");
         } else if (fm->msg != NULL) {
-            check_message(c, fm->msg, sub);
+            check_message(c, at, fm->msg, sub);
         }
         return;
     }
     case PROTOBUF_C_TYPE_ENUM:
         if ((fm->flags & CX_F_DEFINED_ONLY) &&
             protobuf_c_enum_descriptor_get_value(fd->descriptor, *(const int32_t *)p) == NULL)
-            report(c, "enum.defined_only", "must be one of the defined enum values");
+            report(c, at, "enum.defined_only", "must be one of the defined enum values");
         return;
     case PROTOBUF_C_TYPE_FLOAT:
     case PROTOBUF_C_TYPE_DOUBLE:
-        check_float(c, fd, fm, p);
+        check_float(c, at, fd, fm, p);
         return;
     case PROTOBUF_C_TYPE_BOOL:
         return;
     default:
-        check_int(c, fd, fm, p);
+        check_int(c, at, fd, fm, p);
         return;
     }
 }
 
-static void check_field(vctx_t *c, const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *fd,
-                        const cx_field_meta_t *fm)
+/* Whether check_value() can report anything about one value of this field: strings are
+ * always checked for UTF-8, other kinds only when the field carries a rule for them. */
+static int has_value_rules(const ProtobufCFieldDescriptor *fd, const cx_field_meta_t *fm)
 {
-    size_t mark = path_push_field(c, fd->name);
+    switch (fd->type) {
+    case PROTOBUF_C_TYPE_STRING:
+        return 1;
+    case PROTOBUF_C_TYPE_BYTES:
+        return fm->min_len != 0 || fm->max_len != 0;
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return (fm->flags & CX_F_TIMESTAMP) != 0 || fm->msg != NULL;
+    case PROTOBUF_C_TYPE_ENUM:
+        return (fm->flags & CX_F_DEFINED_ONLY) != 0;
+    case PROTOBUF_C_TYPE_FLOAT:
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return (fm->flags & (CX_F_FINITE | CX_F_HAS_GTE_D | CX_F_HAS_LTE_D)) != 0;
+    case PROTOBUF_C_TYPE_BOOL:
+        return 0;
+    default:
+        return (fm->flags & (CX_F_HAS_GTE | CX_F_HAS_LTE)) != 0;
+    }
+}
+
+/* up: the frame of the message holding the field (NULL for the root message). */
+static void check_field(vctx_t *c, const frame_t *up, const ProtobufCMessage *msg,
+                        const ProtobufCFieldDescriptor *fd, const cx_field_meta_t *fm)
+{
     int required = (fm->flags & CX_F_REQUIRED) != 0;
+    frame_t f = {up, fd, CX_NO_INDEX};
     if (cx__is_repeated(fd)) {
+        int rules = has_value_rules(fd, fm);
+        if (!required && !rules && !fm->min_items && !fm->max_items)
+            return;
         size_t n = cx__repeated_count(msg, fd);
         if (required && n == 0) {
-            report(c, "required", "is required");
+            report(c, &f, "required", "is required");
         } else if (fm->min_items && n < fm->min_items) {
-            report(c, "repeated.min_items", "must have at least %" PRIu32 " items", fm->min_items);
+            report(c, &f, "repeated.min_items", "must have at least %" PRIu32 " items",
+                   fm->min_items);
         }
         if (fm->max_items && n > fm->max_items)
-            report(c, "repeated.max_items", "must have at most %" PRIu32 " items", fm->max_items);
+            report(c, &f, "repeated.max_items", "must have at most %" PRIu32 " items",
+                   fm->max_items);
+        if (!rules)
+            return;
         for (size_t i = 0; i < n; i++) {
-            size_t item = path_push_index(c, i);
-            check_value(c, fd, fm, cx__repeated_at(msg, fd, i), 1);
-            path_cut(c, item);
+            f.list_index = i;
+            check_value(c, &f, fd, fm, cx__repeated_at(msg, fd, i), 1);
         }
-    } else if (cx__in_oneof(fd)) {
+        return;
+    }
+    if (cx__in_oneof(fd)) {
         /* Only the active member's bytes are meaningful: the others share its storage. */
         if (cx__oneof_active(msg, fd))
-            check_value(c, fd, fm, cx__field_ptr(msg, fd), 1);
+            check_value(c, &f, fd, fm, cx__field_ptr(msg, fd), 1);
         else if (required)
-            report(c, "required", "is required");
-    } else {
-        const void *p = cx__field_ptr(msg, fd);
-        if (required && cx__value_is_default(fd, p))
-            report(c, "required", "is required");
-        else
-            check_value(c, fd, fm, p, 0);
+            report(c, &f, "required", "is required");
+        return;
     }
-    path_cut(c, mark);
+    /* A string, bytes or message left empty is absent: only `required` looks at it. A number
+     * is checked even when zero. */
+    const void *p = cx__field_ptr(msg, fd);
+    switch (fd->type) {
+    case PROTOBUF_C_TYPE_STRING: {
+        const char *s = *(const char *const *)p;
+        if (s != NULL && s[0] != '\0')
+            check_string(c, &f, fm, s, 0);
+        else if (required)
+            report(c, &f, "required", "is required");
+        return;
+    }
+    case PROTOBUF_C_TYPE_BYTES:
+    case PROTOBUF_C_TYPE_MESSAGE:
+        if (!cx__value_is_default(fd, p))
+            check_value(c, &f, fd, fm, p, 0);
+        else if (required)
+            report(c, &f, "required", "is required");
+        return;
+    default:
+        if (required && cx__value_is_default(fd, p))
+            report(c, &f, "required", "is required");
+        else if (has_value_rules(fd, fm))
+            check_value(c, &f, fd, fm, p, 0);
+        return;
+    }
 }
 
 /* Whether required_if's condition holds: `when` equals `equals`, or is set when equals is
@@ -1049,11 +1123,15 @@ static int condition_holds(const ProtobufCMessage *msg, const ProtobufCFieldDesc
     }
 }
 
-static void check_message(vctx_t *c, const cx_msg_meta_t *meta, const ProtobufCMessage *msg)
+/* at: the frame of the field holding msg (NULL for the root message). */
+static void check_message(vctx_t *c, const frame_t *at, const cx_msg_meta_t *meta,
+                          const ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *desc = meta->desc;
-    for (unsigned i = 0; i < desc->n_fields; i++)
-        check_field(c, msg, &desc->fields[i], &meta->fields[i]);
+    const cx_field_meta_t *fm = meta->fields;
+    for (const ProtobufCFieldDescriptor *fd = desc->fields, *end = fd + desc->n_fields; fd < end;
+         fd++, fm++)
+        check_field(c, at, msg, fd, fm);
 
     for (uint8_t g = 0; g < meta->n_at_least_one_of; g++) {
         const cx_field_group_t *grp = &meta->at_least_one_of[g];
@@ -1061,21 +1139,39 @@ static void check_message(vctx_t *c, const cx_msg_meta_t *meta, const ProtobufCM
         for (uint8_t k = 0; k < grp->n && !any; k++)
             any = cx__field_is_set(msg, &desc->fields[grp->index[k]]);
         if (!any)
-            report(c, "message.at_least_one_of", "needs one of: %s", grp->names);
+            report(c, at, "message.at_least_one_of", "needs one of: %s", grp->names);
     }
 
-    for (uint8_t r = 0; r < meta->n_required_if; r++) {
-        const cx_required_if_t *ri = &meta->required_if[r];
-        const ProtobufCFieldDescriptor *target = &desc->fields[ri->field];
-        const ProtobufCFieldDescriptor *when = &desc->fields[ri->when];
-        if (!condition_holds(msg, when, ri) || cx__field_is_set(msg, target))
+    /* Rules often test one enum field against several values in a row (content_type decides
+     * which field a message needs): read its value once for all of them. */
+    unsigned enum_when = UINT_MAX; /* the field index enum_value was read from */
+    int32_t enum_value = 0;
+    for (const cx_required_if_t *ri = meta->required_if, *end = ri + meta->n_required_if; ri < end;
+         ri++) {
+        int holds;
+        if (ri->when == enum_when && ri->equals != NULL) {
+            holds = enum_value == ri->equals_enum;
+        } else {
+            const ProtobufCFieldDescriptor *when = &desc->fields[ri->when];
+            holds = condition_holds(msg, when, ri);
+            if (when->type == PROTOBUF_C_TYPE_ENUM && !cx__is_repeated(when) &&
+                (!cx__in_oneof(when) || cx__oneof_active(msg, when))) {
+                enum_when = ri->when;
+                enum_value = *(const int32_t *)cx__field_ptr(msg, when);
+            }
+        }
+        if (!holds)
             continue;
-        size_t mark = path_push_field(c, target->name);
+        const ProtobufCFieldDescriptor *target = &desc->fields[ri->field];
+        if (cx__field_is_set(msg, target))
+            continue;
+        const ProtobufCFieldDescriptor *when = &desc->fields[ri->when];
+        frame_t f = {at, target, CX_NO_INDEX};
         if (ri->equals)
-            report(c, "message.required_if", "is required when %s is %s", when->name, ri->equals);
+            report(c, &f, "message.required_if", "is required when %s is %s", when->name,
+                   ri->equals);
         else
-            report(c, "message.required_if", "is required when %s is set", when->name);
-        path_cut(c, mark);
+            report(c, &f, "message.required_if", "is required when %s is set", when->name);
     }
 }
 
@@ -1089,9 +1185,7 @@ int cx_validate(const cx_msg_meta_t *meta, const ProtobufCMessage *msg, cx_viola
     vctx_t c;
     c.v = v;
     c.count = 0;
-    c.path_len = 0;
-    c.path[0] = '\0';
-    check_message(&c, meta, msg);
+    check_message(&c, NULL, meta, msg);
     if (v != NULL)
         v->count = c.count;
     return c.count ? CX_EVALIDATION : 0;
