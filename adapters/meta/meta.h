@@ -35,9 +35,9 @@
 #include "cx/common/v1/common.cx.h"
 #include "cx/connector.h"
 #include "cx/http.h"
+#include "cx/json_reader.h"
 #include "cx/outbound.h"
 #include "cx/reactions/v1/reactions.cx.h"
-#include "meta_json.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -123,7 +123,7 @@ int cx__meta_load(const cx_request_t *req, json_t **root, cx_error_t *err);
  * error (account unknown) and the walk goes on. An empty entry[] yields no event. */
 int cx__meta_walk(json_t *root, const char *expect_object, cx_meta_walk_t *w, cx_error_t *err);
 
-/* ---- Inbound: the same walk over the arena reader (meta_json.h) --------------------------- */
+/* ---- Inbound: the same walk over the arena reader (cx/json_reader.h) --------------------- */
 
 /* The hot path: the body is read once into the request arena (no malloc per value) and its
  * strings are used by the canonical messages as they are. Same rules as cx__meta_load and

@@ -6,7 +6,8 @@
  *
  * Each item becomes a cx.messaging.v1.DirectMessage on channel "test". An item that is not an
  * object with a string "id" fails alone (malformed); an item with "text" longer than the schema
- * allows fails validation alone. A body that is not such a JSON object is a 400.
+ * allows fails validation alone. A body that is not such a JSON object (or has a key twice in
+ * one object) is a 400. The body is read with libcx's arena JSON reader (cx/json_reader.h).
  * GET /webhook/test?challenge=X answers X (a handshake, like Meta's).
  */
 #ifndef CX_TEST_CONNECTOR_H

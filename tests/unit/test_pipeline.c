@@ -394,6 +394,23 @@ static void test_malformed_body_is_400(void **state)
     fx_free(fx);
 }
 
+static void test_duplicate_key_body_is_400(void **state)
+{
+    (void)state;
+    fx_t *fx = fx_new(CX_ENV_DEVELOPMENT, 0);
+    const char *bodies[] = {
+        "{\"account\":\"acc-1\",\"account\":\"acc-2\",\"items\":[]}",
+        "{\"account\":\"acc-1\",\"items\":[{\"id\":\"m1\",\"id\":\"m2\"}]}"};
+    for (size_t i = 0; i < 2; i++) {
+        result_t r;
+        post(fx, bodies[i], SECRET, &r);
+        assert_int_equal(r.status, 400);
+        assert_non_null(strstr(r.body, "\"errorCode\":\"MALFORMED\""));
+    }
+    assert_int_equal(fx->hs.calls[1], 0);
+    fx_free(fx);
+}
+
 static void test_invalid_item_fails_alone(void **state)
 {
     (void)state;
@@ -786,6 +803,7 @@ int main(void)
         cmocka_unit_test(test_bad_or_missing_signature_is_401_handler_never_called),
         cmocka_unit_test(test_previous_secret_accepted_and_sighup_reload),
         cmocka_unit_test(test_malformed_body_is_400),
+        cmocka_unit_test(test_duplicate_key_body_is_400),
         cmocka_unit_test(test_invalid_item_fails_alone),
         cmocka_unit_test(test_unknown_account),
         cmocka_unit_test(test_duplicate_inside_one_batch),

@@ -1,5 +1,5 @@
-/* A small JSON reader for the hot path of the Meta adapters: one pass, everything in the
- * request arena, no malloc per value.
+/* The JSON reader of libcx for connectors: one pass, everything in the request arena, no malloc
+ * per value. Adapters read provider payloads with it (the Meta adapters, the test connector).
  *
  * Why not jansson (ARCHITECTURE.md section 2 allows "a small reader of our own where jansson's
  * limits bite"): jansson allocates every value, string and object hash table with malloc and
@@ -14,13 +14,23 @@
  * must be valid UTF-8 (surrogate pairs in \u escapes are combined; a lone surrogate or
  * \u0000 is rejected, since canonical strings are NUL-terminated UTF-8); numbers are kept as
  * int64 when they are integers that fit, and always as double. Nesting deeper than
- * CX_MJ_MAX_DEPTH is refused. Duplicate keys are kept; lookups return the first.
+ * CX_MJ_MAX_DEPTH is refused. Duplicate keys are kept; lookups return the first (a connector
+ * that must refuse them walks the members itself).
  *
- * The jansson-based helpers of meta.h stay for adapters that prefer a mutable DOM.
- * Thread-safe with distinct arenas.
+ * It is not the proto3 JSON codec of the generated contracts (cx_from_json in cx/schema.h,
+ * which decodes straight into a message); it is a DOM for adapters that map a provider's
+ * payload by hand. jansson stays available to adapters that prefer a mutable DOM.
+ *
+ *     const cx_mj_t *root;
+ *     if (cx_mj_parse(ctx->arena, req->body, req->body_len, &root, err) != 0) return ...;
+ *     const char *id = cx_mj_gets(cx_mj_at(cx_mj_get(root, "items"), 0), "id");
+ *
+ * Ownership: every value, key and string lives in the arena passed to cx_mj_parse and is valid
+ * until that arena is released; the input text is not referenced after the call. Thread-safe
+ * with distinct arenas; a parsed tree is immutable and may be read from any thread.
  */
-#ifndef CX_ADAPTERS_META_JSON_H
-#define CX_ADAPTERS_META_JSON_H
+#ifndef CX_JSON_READER_H
+#define CX_JSON_READER_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -71,12 +81,13 @@ struct cx_mj_member_s {
 /* Parses text[0..len) into *out (in arena). Returns 0, CX_EJSON (not JSON, bad UTF-8, \u0000,
  * trailing bytes), CX_ELIMIT (deeper than CX_MJ_MAX_DEPTH, a string or container larger than
  * 2^32) or CX_ENOSPC (arena). err->message says which (no payload); err may be NULL. */
-int cx_mj_parse(cx_arena_t *a, const char *text, size_t len, const cx_mj_t **out, cx_error_t *err);
+CX_API int cx_mj_parse(cx_arena_t *a, const char *text, size_t len, const cx_mj_t **out,
+                       cx_error_t *err);
 
 /* The member key of an object, or NULL (v NULL or not an object, key absent). */
-const cx_mj_t *cx_mj_get(const cx_mj_t *v, const char *key);
+CX_API const cx_mj_t *cx_mj_get(const cx_mj_t *v, const char *key);
 /* Item i of an array, or NULL. */
-const cx_mj_t *cx_mj_at(const cx_mj_t *v, size_t i);
+CX_API const cx_mj_t *cx_mj_at(const cx_mj_t *v, size_t i);
 
 /* The string value, or NULL when v is NULL or not a string. */
 static inline const char *cx_mj_str(const cx_mj_t *v)
@@ -104,15 +115,15 @@ static inline size_t cx_mj_len(const cx_mj_t *v)
 }
 
 /* The text of a string or an integer member (integers rendered in decimal into the arena), or
- * NULL: what Meta sends as "123" in one payload and 123 in another. Sets *nomem when the
- * rendering fails. */
-const char *cx_mj_text(cx_arena_t *a, const cx_mj_t *v, int *nomem);
+ * NULL: for ids a provider sends as "123" in one payload and 123 in another (Meta does). Sets
+ * *nomem when the rendering fails; nomem may be NULL. */
+CX_API const char *cx_mj_text(cx_arena_t *a, const cx_mj_t *v, int *nomem);
 
 /* A number, or a string holding a finite decimal number ("37.44"): 0 and *out, else -1. */
-int cx_mj_number(const cx_mj_t *v, double *out);
+CX_API int cx_mj_number(const cx_mj_t *v, double *out);
 
 #ifdef __cplusplus
 }
 #endif
 
-#endif /* CX_ADAPTERS_META_JSON_H */
+#endif /* CX_JSON_READER_H */

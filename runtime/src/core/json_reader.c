@@ -1,11 +1,11 @@
-/* The arena JSON reader of the Meta adapters (meta_json.h).
+/* The arena JSON reader for connectors (cx/json_reader.h).
  *
  * Recursive descent, depth-limited. Children of the containers being read are collected on one
  * scratch stack (a small buffer on the C stack, grown on the heap for large arrays) and copied
  * into the arena, exactly sized, when their container closes; strings are measured and
  * validated in a first scan, then copied (or unescaped) once into the arena.
  */
-#include "meta_json.h"
+#include "cx/json_reader.h"
 
 #include <inttypes.h>
 #include <limits.h>
