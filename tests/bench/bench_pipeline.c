@@ -137,6 +137,43 @@ static double cpu_seconds(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+/* CPU seconds a process has used (utime + stime from /proc/<pid>/stat), or -1. */
+static double proc_cpu_seconds(pid_t pid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    const char *p = strrchr(line, ')'); /* the command name may hold spaces */
+    unsigned long ut = 0, st = 0;
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                            &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* redis-benchmark's pipelined SET rate against the same server, in the same run. */
+static double redis_benchmark_set_rate(int port)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd,
+             "redis-benchmark -h 127.0.0.1 -p %d -t set -P 16 -r 10000000 -n 2000000 -q "
+             "2>/dev/null | tr '\\r' '\\n' | grep -o 'SET: [0-9.]* requests per second' | tail -1",
+             port);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        return 0;
+    double rate = 0;
+    if (fscanf(p, "SET: %lf", &rate) != 1)
+        rate = 0;
+    pclose(p);
+    return rate;
+}
+
 static int cmpf(const void *a, const void *b)
 {
     float x = *(const float *)a, y = *(const float *)b;
@@ -208,12 +245,15 @@ int main(int argc, char **argv)
     for (int i = 0; i < threads; i++)
         pthread_create(&tid[i], NULL, worker, NULL);
     pthread_barrier_wait(&start_line);
+    int is_redis = strcmp(mode, "redis") == 0;
     double t_start = now(), cpu_start = cpu_seconds();
+    double redis_cpu_start = is_redis ? proc_cpu_seconds(redis.pid) : 0;
     pregen_t **made[64];
     for (int i = 0; i < threads; i++)
         pthread_join(tid[i], (void **)&made[i]);
     double dt = now() - t_start;
     double cpu = cpu_seconds() - cpu_start;
+    double redis_cpu = is_redis ? proc_cpu_seconds(redis.pid) - redis_cpu_start : 0;
     for (int i = 0; i < threads; i++) {
         for (size_t k = 0; k < per_thread; k++)
             free(made[i][k]);
@@ -229,6 +269,16 @@ int main(int argc, char **argv)
            (double)atomic_load(&requests) / dt, (double)samples[ns / 2],
            (double)samples[(long)((double)ns * 0.99)], cpu * 1e6 / (double)atomic_load(&items),
            atomic_load(&errors));
+    if (is_redis) {
+        /* Each item costs Redis two SETs (the claim and the completion). */
+        double item_rate = (double)atomic_load(&items) / dt;
+        double set_rate = redis_benchmark_set_rate(redis.port);
+        printf("redis-server: %.0f%% of a core during the run; redis-benchmark pipelined SET "
+               "(same server, same run): %.0f SET/s; the pipeline's %.0f SET/s are %.0f%% of "
+               "it\n",
+               100 * redis_cpu / dt, set_rate, 2 * item_rate,
+               set_rate > 0 ? 100 * 2 * item_rate / set_rate : 0);
+    }
     cx_runtime_destroy(rt);
     cx_dedupe_store_destroy(store);
     cx_logger_free(log);
