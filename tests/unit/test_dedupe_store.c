@@ -1221,6 +1221,38 @@ static void test_embedded_expired_keys_make_room_again(void **state)
     cx_dedupe_store_destroy(s);
 }
 
+/* A forked child must not reuse its parent's claim tokens (their prefix names the process). */
+static void test_forked_child_gets_new_token_prefix(void **state)
+{
+    (void)state;
+    cx_dedupe_item_t a[1] = {{.key = "k1"}};
+    cx_error_t err;
+    assert_int_equal(cx__dedupe_new_tokens(a, 1, &err), 0);
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        cx_dedupe_item_t b[1] = {{.key = "k2"}};
+        int ok = cx__dedupe_new_tokens(b, 1, &err) == 0;
+        ok = ok && write(fd[1], b[0].token, CX__DEDUPE_TOKEN_LEN) == CX__DEDUPE_TOKEN_LEN;
+        _exit(ok ? 0 : 1);
+    }
+    char child[CX__DEDUPE_TOKEN_LEN];
+    assert_int_equal(read(fd[0], child, sizeof child), (ssize_t)sizeof child);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(fd[0]);
+    close(fd[1]);
+    /* The first 16 hex digits are the process prefix, the rest a counter. */
+    assert_memory_not_equal(a[0].token, child, 16);
+    /* And the parent keeps its own. */
+    cx_dedupe_item_t c[1] = {{.key = "k3"}};
+    assert_int_equal(cx__dedupe_new_tokens(c, 1, &err), 0);
+    assert_memory_equal(a[0].token, c[0].token, 16);
+}
+
 /* ---- Runner ------------------------------------------------------------------------------- */
 
 #define SHARED_TESTS(setup)                                                                        \
@@ -1266,6 +1298,7 @@ int main(void)
         cmocka_unit_test(test_embedded_failing_allocator_gives_enomem_and_no_leak),
         cmocka_unit_test(test_embedded_max_keys_gives_enospc_and_claims_nothing),
         cmocka_unit_test(test_embedded_expired_keys_make_room_again),
+        cmocka_unit_test(test_forked_child_gets_new_token_prefix),
     };
     int failed = cmocka_run_group_tests_name("dedupe_store_embedded", embedded, NULL, NULL);
 #ifndef CX_WITH_REDIS

@@ -115,6 +115,21 @@ static void test_hmac_sha256_matches_rfc4231_case_2(void **state)
     assert_memory_equal(mac, want, sizeof want);
 }
 
+/* A key longer than SHA-256's block is hashed first (RFC 4231 test case 6). */
+static void test_hmac_sha256_matches_rfc4231_case_6_long_key(void **state)
+{
+    (void)state;
+    static const unsigned char want[CX_HMAC_SHA256_SIZE] = {
+        0x60, 0xe4, 0x31, 0x59, 0x1e, 0xe0, 0xb6, 0x7f, 0x0d, 0x8a, 0x26,
+        0xaa, 0xcb, 0xf5, 0xb7, 0x7f, 0x8e, 0x0b, 0xc6, 0x21, 0x37, 0x28,
+        0xc5, 0x14, 0x05, 0x46, 0x04, 0x0f, 0x0e, 0xe3, 0x7f, 0x54};
+    unsigned char key[131], mac[CX_HMAC_SHA256_SIZE];
+    memset(key, 0xaa, sizeof key);
+    const char *data = "Test Using Larger Than Block-Size Key - Hash Key First";
+    assert_int_equal(cx_hmac_sha256(key, sizeof key, data, strlen(data), mac), 0);
+    assert_memory_equal(mac, want, sizeof want);
+}
+
 static void test_hmac_sha256_empty_key_and_data(void **state)
 {
     (void)state;
@@ -735,6 +750,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hmac_sha256_matches_rfc4231_case_2),
+        cmocka_unit_test(test_hmac_sha256_matches_rfc4231_case_6_long_key),
         cmocka_unit_test(test_hmac_sha256_empty_key_and_data),
         cmocka_unit_test(test_hmac_sha256_rejects_null_arguments),
         cmocka_unit_test(test_hex_valid_signature_passes),

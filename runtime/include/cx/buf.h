@@ -40,6 +40,11 @@ CX_API void cx_buf_reset(cx_buf_t *b);
 CX_API int cx_buf_append(cx_buf_t *b, const void *data, size_t len);
 CX_API int cx_buf_puts(cx_buf_t *b, const char *s);
 CX_API int cx_buf_putc(cx_buf_t *b, char c);
+/* Room to write up to n bytes in place: returns where they go (then cx_buf_commit the bytes
+ * written, at most n), or NULL with the buffer's error set. For writers that produce many
+ * small pieces: one bounds check for all of them. */
+CX_API char *cx_buf_reserve(cx_buf_t *b, size_t n);
+CX_API void cx_buf_commit(cx_buf_t *b, size_t n);
 /* Appends v in decimal (no printf: for hot paths that write numbers). */
 CX_API int cx_buf_put_uint(cx_buf_t *b, uint64_t v);
 CX_API int cx_buf_printf(cx_buf_t *b, const char *fmt, ...)

@@ -103,6 +103,19 @@ int cx_buf_append(cx_buf_t *b, const void *data, size_t len)
     return 0;
 }
 
+char *cx_buf_reserve(cx_buf_t *b, size_t n)
+{
+    return reserve(b, n) == 0 ? b->data + b->len : NULL;
+}
+
+void cx_buf_commit(cx_buf_t *b, size_t n)
+{
+    if (b->err || n > b->cap - b->len - 1)
+        return;
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
 int cx_buf_puts(cx_buf_t *b, const char *s)
 {
     return cx_buf_append(b, s, strlen(s));

@@ -227,47 +227,105 @@ static void log_item(cx_runtime_t *rt, const char *connector, const char *cid, s
     cx_log_emit(&r);
 }
 
-/* The response body. Written with appends, not printf: it is on every request's path. */
+/* Writers into memory reserved with cx_buf_reserve (the caller bounds the length). */
+static char *put_lit(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+#define PUT(p, lit) put_lit((p), (lit), sizeof(lit) - 1)
+
+static char *put_uint(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = sizeof tmp;
+    do {
+        tmp[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return put_lit(p, tmp + n, sizeof tmp - n);
+}
+
+/* A JSON string; at most 6 bytes per input byte plus 2. */
+static char *put_json_str(char *p, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    *p++ = '"';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *p++ = '\\';
+            *p++ = (char)c;
+        } else if (c < 0x20) {
+            p = PUT(p, "\\u00");
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 0xf];
+        } else {
+            *p++ = (char)c;
+        }
+    }
+    *p++ = '"';
+    return p;
+}
+
+/* The response body: one reserve per piece, not an append per token (it is on every
+ * request's path). */
 static void write_results(cx_buf_t *b, const char *cid, int ok, const item_t *items, size_t n,
                           unsigned processed, unsigned queued, unsigned deduped, unsigned failed)
 {
-    cx_buf_puts(b, ok ? "{\"ok\":true,\"correlationId\":" : "{\"ok\":false,\"correlationId\":");
-    json_str(b, cid);
-    cx_buf_puts(b, ",\"summary\":{\"total\":");
-    cx_buf_put_uint(b, n);
-    cx_buf_puts(b, ",\"processed\":");
-    cx_buf_put_uint(b, processed);
-    cx_buf_puts(b, ",\"queued\":");
-    cx_buf_put_uint(b, queued);
-    cx_buf_puts(b, ",\"deduped\":");
-    cx_buf_put_uint(b, deduped);
-    cx_buf_puts(b, ",\"failed\":");
-    cx_buf_put_uint(b, failed);
-    cx_buf_puts(b, "},\"results\":[");
+    size_t cid_len = strlen(cid);
+    char *p = cx_buf_reserve(b, 160 + 6 * cid_len + 5 * 20);
+    if (p == NULL)
+        return;
+    char *start = p;
+    p = ok ? PUT(p, "{\"ok\":true,\"correlationId\":") : PUT(p, "{\"ok\":false,\"correlationId\":");
+    p = put_json_str(p, cid, cid_len);
+    p = PUT(p, ",\"summary\":{\"total\":");
+    p = put_uint(p, n);
+    p = PUT(p, ",\"processed\":");
+    p = put_uint(p, processed);
+    p = PUT(p, ",\"queued\":");
+    p = put_uint(p, queued);
+    p = PUT(p, ",\"deduped\":");
+    p = put_uint(p, deduped);
+    p = PUT(p, ",\"failed\":");
+    p = put_uint(p, failed);
+    p = PUT(p, "},\"results\":[");
+    cx_buf_commit(b, (size_t)(p - start));
     for (size_t i = 0; i < n; i++) {
         const item_t *it = &items[i];
-        cx_buf_puts(b, i ? ",{\"index\":" : "{\"index\":");
-        cx_buf_put_uint(b, i);
-        if (it->ev->meta) {
-            cx_buf_puts(b, ",\"type\":");
-            json_str(b,
-                     it->ev->meta->event_type ? it->ev->meta->event_type : it->ev->meta->full_name);
+        const char *type = NULL;
+        if (it->ev->meta)
+            type = it->ev->meta->event_type ? it->ev->meta->event_type : it->ev->meta->full_name;
+        size_t tlen = type ? strlen(type) : 0, klen = it->key ? strlen(it->key) : 0;
+        const char *code = it->rc ? cx__code_name(it->rc) : "";
+        const char *cls = it->rc ? cx_err_class(it->rc) : "";
+        size_t need = 200 + 6 * (tlen + klen) + strlen(it->outcome) + strlen(code) + strlen(cls);
+        if ((p = cx_buf_reserve(b, need)) == NULL)
+            return;
+        start = p;
+        p = i ? PUT(p, ",{\"index\":") : PUT(p, "{\"index\":");
+        p = put_uint(p, i);
+        if (type) {
+            p = PUT(p, ",\"type\":");
+            p = put_json_str(p, type, tlen);
         }
         if (it->key) {
-            cx_buf_puts(b, ",\"dedupeKey\":");
-            json_str(b, it->key);
+            p = PUT(p, ",\"dedupeKey\":");
+            p = put_json_str(p, it->key, klen);
         }
-        cx_buf_puts(b, ",\"outcome\":\"");
-        cx_buf_puts(b, it->outcome);
-        cx_buf_putc(b, '"');
+        p = PUT(p, ",\"outcome\":\"");
+        p = put_lit(p, it->outcome, strlen(it->outcome));
+        *p++ = '"';
         if (it->rc) {
-            cx_buf_puts(b, ",\"errorCode\":\"");
-            cx_buf_puts(b, cx__code_name(it->rc));
-            cx_buf_puts(b, "\",\"errorClass\":\"");
-            cx_buf_puts(b, cx_err_class(it->rc));
-            cx_buf_puts(b, it->permanent ? "\",\"permanent\":true" : "\",\"permanent\":false");
+            p = PUT(p, ",\"errorCode\":\"");
+            p = put_lit(p, code, strlen(code));
+            p = PUT(p, "\",\"errorClass\":\"");
+            p = put_lit(p, cls, strlen(cls));
+            p = it->permanent ? PUT(p, "\",\"permanent\":true") : PUT(p, "\",\"permanent\":false");
         }
-        cx_buf_putc(b, '}');
+        *p++ = '}';
+        cx_buf_commit(b, (size_t)(p - start));
     }
     cx_buf_puts(b, "]}");
 }

@@ -18,11 +18,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
+#include <openssl/sha.h>
 
 #include "cx/signature.h"
 
@@ -40,41 +38,48 @@ typedef struct {
 
 /* ---- HMAC ---------------------------------------------------------------------------------- */
 
+/* HMAC-SHA256 (RFC 2104) over the parts, on OpenSSL's SHA-256 block functions. The EVP_MAC
+ * route fetched the HMAC and SHA-256 implementations from the provider store on every call
+ * (a lock and a hash lookup each), which cost more than the MAC of a webhook body itself; a
+ * fetch cached for the process is not an option (a cached fetch outlives an unloaded
+ * connector library). The low-level SHA256_* functions are deprecated in OpenSSL 3 but kept,
+ * and use the same assembly (SHA extensions where the CPU has them). */
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
 static int hmac_parts(const unsigned char *key, size_t key_len, const part_t *parts, size_t n_parts,
                       unsigned char out[CX_HMAC_SHA256_SIZE])
 {
-    /* OpenSSL 3 treats a NULL key as "keep the previous key", so an empty key needs a pointer. */
-    static const unsigned char empty_key[1] = {0};
-    EVP_MAC *mac = NULL;
-    EVP_MAC_CTX *ctx = NULL;
-    size_t out_len = 0;
-    int rc = CX_ECRYPTO;
-    OSSL_PARAM params[2];
-
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
-    params[1] = OSSL_PARAM_construct_end();
-    mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    if (mac == NULL)
-        goto fail;
-    ctx = EVP_MAC_CTX_new(mac);
-    if (ctx == NULL)
-        goto fail;
-    if (!EVP_MAC_init(ctx, key_len ? key : empty_key, key_len, params))
-        goto fail;
-    for (size_t i = 0; i < n_parts; i++) {
-        if (parts[i].len > 0 && !EVP_MAC_update(ctx, parts[i].data, parts[i].len))
-            goto fail;
-    }
-    if (!EVP_MAC_final(ctx, out, &out_len, CX_HMAC_SHA256_SIZE) || out_len != CX_HMAC_SHA256_SIZE)
-        goto fail;
-    rc = 0;
-fail:
-    if (rc != 0)
+    enum { BLOCK = 64 };
+    unsigned char k[BLOCK] = {0}, pad[BLOCK], inner[CX_HMAC_SHA256_SIZE];
+    SHA256_CTX c;
+    int ok = 1;
+    if (key_len > BLOCK)
+        ok = SHA256(key, key_len, k) != NULL;
+    else if (key_len > 0)
+        memcpy(k, key, key_len);
+    for (size_t i = 0; i < BLOCK; i++)
+        pad[i] = k[i] ^ 0x36;
+    ok = ok && SHA256_Init(&c) && SHA256_Update(&c, pad, BLOCK);
+    for (size_t i = 0; ok && i < n_parts; i++)
+        ok = parts[i].len == 0 || SHA256_Update(&c, parts[i].data, parts[i].len);
+    ok = ok && SHA256_Final(inner, &c);
+    for (size_t i = 0; i < BLOCK; i++)
+        pad[i] = k[i] ^ 0x5c;
+    ok = ok && SHA256_Init(&c) && SHA256_Update(&c, pad, BLOCK) &&
+         SHA256_Update(&c, inner, sizeof inner) && SHA256_Final(out, &c);
+    OPENSSL_cleanse(k, sizeof k);
+    OPENSSL_cleanse(pad, sizeof pad);
+    OPENSSL_cleanse(inner, sizeof inner);
+    OPENSSL_cleanse(&c, sizeof c);
+    if (!ok)
         ERR_clear_error(); /* leave no stale entries for the next OpenSSL user on this thread */
-    EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
-    return rc;
+    return ok ? 0 : CX_ECRYPTO;
 }
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 
 int cx_hmac_sha256(const unsigned char *key, size_t key_len, const void *data, size_t len,
                    unsigned char out[CX_HMAC_SHA256_SIZE])

@@ -100,9 +100,10 @@ void cx__dedupe_set_rc(cx_dedupe_item_t *items, size_t n, int code)
  *
  * A token is 16 hex digits of a random process prefix followed by 16 hex digits of a counter.
  * Only uniqueness matters (a token is not a secret, it names a claim), so one RAND_bytes call
- * per process is enough and a claim costs an atomic add. The prefix is renewed when the pid
- * changes: a forked child must not reuse its parent's prefix and counter. The pid is stored
- * after the prefix with release order, so a reader that sees its own pid sees its prefix. */
+ * per process is enough and a claim costs an atomic add. A forked child must not reuse its
+ * parent's prefix and counter: a pthread_atfork child handler clears the stored pid, and the
+ * child's first claim makes a new prefix. The pid is stored after the prefix with release
+ * order, so a reader that sees it set sees its prefix. */
 
 static pthread_mutex_t g_token_mu = PTHREAD_MUTEX_INITIALIZER;
 static atomic_long g_token_pid; /* the pid g_token_prefix belongs to; 0 = none */
@@ -119,11 +120,26 @@ static void hex64(char *out, uint64_t v)
     }
 }
 
+/* A forked child forgets the prefix (registered once, at the first claim): the check on every
+ * claim is then one atomic load instead of a getpid() system call. */
+static void token_forget_after_fork(void)
+{
+    atomic_store_explicit(&g_token_pid, 0, memory_order_relaxed);
+}
+
+static pthread_once_t g_token_atfork_once = PTHREAD_ONCE_INIT;
+
+static void token_register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, token_forget_after_fork);
+}
+
 static int token_prefix_ready(void)
 {
-    long pid = (long)getpid();
-    if (atomic_load_explicit(&g_token_pid, memory_order_acquire) == pid)
+    if (atomic_load_explicit(&g_token_pid, memory_order_acquire) != 0)
         return 0;
+    pthread_once(&g_token_atfork_once, token_register_atfork);
+    long pid = (long)getpid();
     int rc = 0;
     pthread_mutex_lock(&g_token_mu);
     if (atomic_load_explicit(&g_token_pid, memory_order_relaxed) != pid) {

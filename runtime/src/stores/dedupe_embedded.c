@@ -221,8 +221,9 @@ static int grow(embedded_store_t *s, stripe_t *st)
         }
         s->alloc.free(s->alloc.ud, st->slots);
     }
-    st->slots = slots;
-    st->mask = mask;
+    /* Atomic stores: prefetch_block reads both without the lock. */
+    __atomic_store_n(&st->slots, slots, __ATOMIC_RELAXED);
+    __atomic_store_n(&st->mask, mask, __ATOMIC_RELAXED);
     st->cursor = 0;
     return 0;
 }
@@ -291,6 +292,25 @@ static stripe_t *stripe_of(embedded_store_t *s, uint64_t h)
     return &s->stripes[h >> (64 - STRIPE_BITS)].s;
 }
 
+#define PREFETCH_BLOCK 16
+
+/* Hashes m items and prefetches their home slots. The stripe is not locked: the slot array
+ * read here may be replaced meanwhile, and a prefetch of a stale address is harmless (it
+ * never faults and changes nothing); the pointer and mask are read atomically. */
+static void prefetch_block(embedded_store_t *s, const cx_dedupe_item_t *items, size_t m,
+                           uint64_t *hs, size_t *lens)
+{
+    for (size_t k = 0; k < m; k++) {
+        lens[k] = strlen(items[k].key);
+        hs[k] = hash_of(s, items[k].key, lens[k]);
+        stripe_t *st = stripe_of(s, hs[k]);
+        entry_t *slots = __atomic_load_n(&st->slots, __ATOMIC_RELAXED);
+        size_t mask = __atomic_load_n(&st->mask, __ATOMIC_RELAXED);
+        if (slots)
+            __builtin_prefetch(&slots[(size_t)hs[k] & mask]);
+    }
+}
+
 /* Deletes items[i]'s entry if it still holds items[i]'s claim; used by release and to undo
  * a claim that failed halfway. Returns 0, or CX_ETIMEOUT when another claim holds it. */
 static int release_one(embedded_store_t *s, const cx_dedupe_item_t *it, size_t len, int64_t now)
@@ -338,10 +358,17 @@ static int embedded_claim(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size
     int64_t expires = now + processing_ttl_ms;
     size_t i;
     bool swept_all = false;
+    /* Items go in blocks: their hashes first, and a prefetch of each one's home slot, so the
+     * block's cache misses (a large table is mostly misses) overlap instead of queueing. */
+    uint64_t hs[PREFETCH_BLOCK];
+    size_t lens[PREFETCH_BLOCK];
     for (i = 0; i < n; i++) {
         cx_dedupe_item_t *it = &items[i];
-        size_t len = strlen(it->key); /* bounded by cx__dedupe_check_claim */
-        uint64_t h = hash_of(s, it->key, len);
+        if (i % PREFETCH_BLOCK == 0)
+            prefetch_block(s, items + i, n - i < PREFETCH_BLOCK ? n - i : PREFETCH_BLOCK, hs,
+                           lens);
+        size_t len = lens[i % PREFETCH_BLOCK]; /* bounded by cx__dedupe_check_claim */
+        uint64_t h = hs[i % PREFETCH_BLOCK];
         stripe_t *st = stripe_of(s, h);
     again:
         pthread_mutex_lock(&st->mu);
