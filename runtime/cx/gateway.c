@@ -58,6 +58,7 @@ struct cx_gw_s {
     atomic_size_t in_flight;
     cx_counter_t *requests;  /* http_requests_total{route,method,status} */
     cx_histogram_t *latency; /* http_request_latency_ms{route} */
+    cx_histogram_t *batch;   /* http_batch_requests{route}: requests per batched call */
 };
 
 typedef struct {
@@ -402,6 +403,7 @@ static void *batcher(void *arg)
             resps[i] = &taken[i]->ex->resp;
         }
         route->batch(gw->cfg.app, reqs, resps, n);
+        cx_histogram_observe(gw->batch, (const char *[]){route->name}, (double)n);
         for (size_t i = 0; i < n; i++) {
             struct MHD_Connection *conn = taken[i]->conn;
             taken[i]->answered = 1;
@@ -526,6 +528,12 @@ int cx_gw_start(const cx_gw_config_t *cfg, cx_gw_t **out, char *why, size_t cap)
     gw->latency = cx_metrics_histogram(cfg->metrics, "http_request_latency_ms",
                                        "Time from request headers to response, in milliseconds.",
                                        (const char *[]){"route", NULL}, NULL, 0);
+    static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64};
+    gw->batch = cx_metrics_histogram(
+        cfg->metrics, "http_batch_requests",
+        "Requests a pipeline thread ran in one call on a batched route (the webhook route).",
+        (const char *[]){"route", NULL}, batch_buckets,
+        sizeof batch_buckets / sizeof batch_buckets[0]);
 
     struct addrinfo hints, *ai = NULL;
     memset(&hints, 0, sizeof hints);

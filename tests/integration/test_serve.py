@@ -522,6 +522,48 @@ def test_unauthenticated_connector_hidden_in_production():
         assert s.stop() == 0
 
 
+def test_concurrent_webhooks_share_one_pipeline_call():
+    """Requests that arrive while the pipeline thread is busy wait in the gateway's queue and
+    are then run together, in one call (one claim and one completion round trip for all);
+    each still gets its own answer, and every item runs once."""
+    with open(work.file("batching.json"), "w") as f:
+        json.dump({"pipeline_threads": 1, "handler_mode": "inline"}, f)
+    s = Serve(work, ["--config", work.file("batching.json"), "--secrets", work.secrets,
+                     "--connector-lib", cxtest.TEST_LIB, "--account", "test:acc-1=acme",
+                     "--test-handler-delay-ms", "100"], name="batching")
+    try:
+        results = {}
+
+        def post(i):
+            results[i] = s.post_batch(batch("acc-1", [f"b{i}-0", f"b{i}-1"]), SECRET)
+
+        first = threading.Thread(target=post, args=(0,))
+        first.start()
+        # The first request is inside its slow handlers; the others queue behind it.
+        wait_until(lambda: metric(s.metrics(), "serve_handled_total", connector="test",
+                                  capability="inbound_messages") >= 1, 10,
+                   what="the first handler")
+        rest = [threading.Thread(target=post, args=(i,)) for i in range(1, 9)]
+        for t in rest:
+            t.start()
+        for t in [first] + rest:
+            t.join(30)
+        for i in range(9):
+            status, body = results[i]
+            assert status == 200, (i, status, body)
+            assert body["summary"]["processed"] == 2, (i, body)
+        m = s.metrics()
+        assert metric(m, "serve_handled_total", connector="test",
+                      capability="inbound_messages") == 18
+        calls = metric(m, "http_batch_requests_count", route="webhook")
+        assert metric(m, "http_batch_requests_sum", route="webhook") == 9
+        # Fewer calls than requests: some call took several of them.
+        assert calls < 9, calls
+        assert metric(m, "http_batch_requests_bucket", route="webhook", le="1") < calls
+    finally:
+        s.stop()
+
+
 def test_sigterm_drains_a_slow_request():
     s = Serve(work, ["--secrets", work.secrets, "--connector-lib", cxtest.TEST_LIB,
                      "--account", "test:acc-1=acme", "--test-handler-delay-ms", "1500"],
@@ -615,6 +657,7 @@ if __name__ == "__main__":
             test_sighup_picks_up_rotated_secret,
             test_ready_follows_redis,
             test_unauthenticated_connector_hidden_in_production,
+            test_concurrent_webhooks_share_one_pipeline_call,
             test_sigterm_drains_a_slow_request,
             test_drain_deadline_bounds_shutdown,
         ])
