@@ -145,6 +145,43 @@ static void test_metrics_histogram_renders_cumulative_buckets(void **state)
     cx_metrics_free(reg);
 }
 
+/* Many observations at once count exactly as one at a time. */
+static void test_metrics_histogram_observe_many_equals_one_at_a_time(void **state)
+{
+    (void)state;
+    cx_metrics_t *reg = reg_new(0);
+    static const double B[] = {1, 2.5, 10};
+    cx_histogram_t *one = cx_metrics_histogram(reg, "one_ms", "One.", V("c", NULL), B, 3);
+    cx_histogram_t *many = cx_metrics_histogram(reg, "many_ms", "Many.", V("c", NULL), B, 3);
+    static const double OBS[] = {0.5, 1, 2, 7, 100, NAN, 2.5, 0};
+    for (size_t i = 0; i < 8; i++)
+        cx_histogram_observe(one, V("x"), OBS[i]);
+    cx_histogram_observe_many(many, V("x"), OBS, 5);
+    cx_histogram_observe_many(many, V("x"), OBS + 5, 3);
+    cx_histogram_observe_many(many, V("x"), OBS, 0); /* nothing */
+    double s1, s2;
+    assert_int_equal(cx_histogram_count(one, V("x"), &s1), 7);
+    assert_int_equal(cx_histogram_count(many, V("x"), &s2), 7);
+    assert_true(s1 == s2);
+    cx_buf_t buf;
+    cx_buf_init(&buf, 1 << 24);
+    assert_int_equal(cx_metrics_render(reg, &buf), 0);
+    const char *text = buf.data;
+    /* Same bucket lines under the two names. */
+    const char *les[] = {"1", "2.5", "10", "+Inf"};
+    for (size_t i = 0; i < 4; i++) {
+        char a[128], b[128];
+        snprintf(a, sizeof a, "one_ms_bucket{c=\"x\",le=\"%s\"} ", les[i]);
+        snprintf(b, sizeof b, "many_ms_bucket{c=\"x\",le=\"%s\"} ", les[i]);
+        const char *pa = strstr(text, a), *pb = strstr(text, b);
+        assert_non_null(pa);
+        assert_non_null(pb);
+        assert_int_equal(atoi(pa + strlen(a)), atoi(pb + strlen(b)));
+    }
+    cx_buf_free(&buf);
+    cx_metrics_free(reg);
+}
+
 static void test_metrics_unlabelled_metrics_render_from_zero(void **state)
 {
     (void)state;
@@ -654,6 +691,7 @@ int main(void)
         cmocka_unit_test(test_metrics_counter_renders_exact_text),
         cmocka_unit_test(test_metrics_metrics_and_series_sorted_whatever_the_order),
         cmocka_unit_test(test_metrics_histogram_renders_cumulative_buckets),
+        cmocka_unit_test(test_metrics_histogram_observe_many_equals_one_at_a_time),
         cmocka_unit_test(test_metrics_unlabelled_metrics_render_from_zero),
         cmocka_unit_test(test_metrics_label_values_and_help_escaped),
         cmocka_unit_test(test_metrics_overflow_series_past_the_limit),

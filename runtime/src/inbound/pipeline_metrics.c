@@ -37,3 +37,11 @@ void cx__observe_handler(cx_runtime_t *rt, const char *connector, const char *ca
     cx_histogram_observe(rt->std.handler_latency_ms,
                          (const char *[]){connector, capability ? capability : "unknown"}, ms);
 }
+
+void cx__observe_handlers(cx_runtime_t *rt, const char *connector, const char *capability,
+                          const double *ms, size_t n)
+{
+    cx_histogram_observe_many(rt->std.handler_latency_ms,
+                              (const char *[]){connector, capability ? capability : "unknown"}, ms,
+                              n);
+}

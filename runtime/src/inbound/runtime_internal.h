@@ -109,6 +109,9 @@ void cx__pending_flush(cx_runtime_t *rt);
 void cx__pending_free(cx_runtime_t *rt);
 void cx__observe_handler(cx_runtime_t *rt, const char *connector, const char *capability,
                          double ms);
+/* n handler latencies of one capability at once. */
+void cx__observe_handlers(cx_runtime_t *rt, const char *connector, const char *capability,
+                          const double *ms, size_t n);
 
 /* Sets the message's tenant_id field (when its type has one). */
 void cx__stamp_tenant(ProtobufCMessage *msg, const char *tenant);

@@ -338,6 +338,43 @@ void cx_histogram_observe(cx_histogram_t *h, const char *const *values, double v
                                                     memory_order_relaxed));
 }
 
+void cx_histogram_observe_many(cx_histogram_t *h, const char *const *values, const double *v,
+                               size_t n)
+{
+    if (h == NULL || v == NULL || n == 0 || (values == NULL && h->m.n_labels > 0))
+        return;
+    metric_t *m = &h->m;
+    series_t *s = series_of(m, values, 1);
+    if (s == NULL)
+        return;
+    uint64_t counts[CX_METRICS_MAX_BUCKETS + 1] = {0};
+    double total = 0;
+    size_t seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(v[i]))
+            continue;
+        size_t b = 0;
+        while (b < m->n_buckets && v[i] > m->buckets[b])
+            b++;
+        counts[b]++;
+        total += v[i];
+        seen++;
+    }
+    if (seen == 0)
+        return;
+    for (size_t b = 0; b <= m->n_buckets; b++)
+        if (counts[b])
+            atomic_fetch_add_explicit(&s->buckets[b], counts[b], memory_order_relaxed);
+    uint64_t old = atomic_load_explicit(&s->sum_bits, memory_order_relaxed), upd;
+    do {
+        double sum;
+        memcpy(&sum, &old, sizeof sum);
+        sum += total;
+        memcpy(&upd, &sum, sizeof upd);
+    } while (!atomic_compare_exchange_weak_explicit(&s->sum_bits, &old, upd, memory_order_relaxed,
+                                                    memory_order_relaxed));
+}
+
 uint64_t cx_counter_value(cx_counter_t *c, const char *const *values)
 {
     if (c == NULL || (values == NULL && c->m.n_labels > 0))
