@@ -12,7 +12,8 @@
  *
  * Each thread signs its requests before the clock starts (CX_BENCH_REQUESTS per thread,
  * default 100,000): the load generator's HMAC and printf are not the pipeline's cost. A run
- * ends after SECONDS or when the requests run out, whichever comes first.
+ * ends after SECONDS or when the requests run out, whichever comes first. The embedded store
+ * is sized for every key of the run in advance (CX_BENCH_GROW=1: it starts small and grows).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <fcntl.h>
@@ -31,14 +32,10 @@
 #include "test_connector.h"
 
 #define BATCH 10
-#define MAX_SAMPLES (1 << 22)
 
 static cx_runtime_t *rt;
 static double seconds = 5;
 static atomic_long next_id;
-static atomic_long requests, items, errors;
-static float *samples;
-static atomic_long n_samples;
 
 static double now(void)
 {
@@ -85,18 +82,28 @@ static pregen_t *make_request(long base)
 
 static pthread_barrier_t start_line;
 
+/* One thread's requests and tallies: nothing shared while the clock runs (a counter shared
+ * by the threads would cost the pipeline's figures a contended cache line per request). */
+typedef struct {
+    pregen_t **reqs;
+    float *samples; /* per request, µs */
+    size_t n_samples;
+    long requests, items, errors;
+} thread_t;
+
 static void *worker(void *arg)
 {
-    (void)arg;
-    pregen_t **reqs = malloc(per_thread * sizeof *reqs);
-    if (reqs == NULL)
+    thread_t *t = arg;
+    t->reqs = malloc(per_thread * sizeof *t->reqs);
+    t->samples = malloc(per_thread * sizeof *t->samples);
+    if (t->reqs == NULL || t->samples == NULL)
         abort();
     for (size_t i = 0; i < per_thread; i++)
-        reqs[i] = make_request(atomic_fetch_add(&next_id, BATCH));
+        t->reqs[i] = make_request(atomic_fetch_add(&next_id, BATCH));
     pthread_barrier_wait(&start_line);
     static _Thread_local char out[CX_HANDLE_MANY_MAX][8192];
     double end = now() + seconds;
-    for (size_t i = 0; i < per_thread && now() < end; i += (size_t)per_call) {
+    for (size_t i = 0; i < per_thread; i += (size_t)per_call) {
         size_t m = per_thread - i < (size_t)per_call ? per_thread - i : (size_t)per_call;
         cx_header_t h[CX_HANDLE_MANY_MAX][1];
         cx_request_t req[CX_HANDLE_MANY_MAX];
@@ -104,7 +111,7 @@ static void *worker(void *arg)
         cx_response_t resp[CX_HANDLE_MANY_MAX];
         cx_exchange_t ex[CX_HANDLE_MANY_MAX];
         for (size_t k = 0; k < m; k++) {
-            pregen_t *p = reqs[i + k];
+            pregen_t *p = t->reqs[i + k];
             h[k][0] = (cx_header_t){"X-Test-Signature", p->sig};
             req[k] = (cx_request_t){"POST", "/webhook/test", "", h[k], 1, p->body, p->len};
             cx_buf_init_fixed(&b[k], out[k], sizeof out[k]);
@@ -112,20 +119,19 @@ static void *worker(void *arg)
             ex[k] = (cx_exchange_t){"test", &req[k], &resp[k]};
         }
         double t0 = now();
+        if (t0 >= end)
+            break;
         cx_runtime_handle_many(rt, ex, m);
         double dt = now() - t0;
         for (size_t k = 0; k < m; k++) {
-            if (resp[k].status != 200)
-                atomic_fetch_add(&errors, 1);
+            t->errors += resp[k].status != 200;
             /* Every request of a call waited for the whole call. */
-            long at = atomic_fetch_add_explicit(&n_samples, 1, memory_order_relaxed);
-            if (at < MAX_SAMPLES)
-                samples[at] = (float)(dt * 1e6);
+            t->samples[t->n_samples++] = (float)(dt * 1e6);
         }
-        atomic_fetch_add_explicit(&requests, (long)m, memory_order_relaxed);
-        atomic_fetch_add_explicit(&items, (long)m * BATCH, memory_order_relaxed);
+        t->requests += (long)m;
+        t->items += (long)m * BATCH;
     }
-    return reqs; /* freed after the clock stops */
+    return NULL;
 }
 
 /* CPU seconds this process has used (all threads, user + system). */
@@ -206,8 +212,12 @@ int main(int argc, char **argv)
     cx_dedupe_store_t *store = NULL;
     cx_error_t err;
     if (strcmp(mode, "embedded") == 0) {
-        /* Room for every unique key of the run (the default cap is 2^20). */
-        cx_dedupe_embedded_options_t eo = {.max_keys = per_thread * BATCH * (size_t)threads + 1};
+        /* Room for every unique key of the run (the default cap is 2^20), sized in advance as
+         * an operator who knows the volume would (docs/benchmarks.md); CX_BENCH_GROW=1 starts
+         * the tables small instead. */
+        size_t keys = per_thread * BATCH * (size_t)threads + 1;
+        int grow = getenv("CX_BENCH_GROW") && strcmp(getenv("CX_BENCH_GROW"), "1") == 0;
+        cx_dedupe_embedded_options_t eo = {.max_keys = keys, .initial_keys = grow ? 0 : keys};
         if (cx_dedupe_store_embedded_ex("bench", &eo, &store, &err) != 0)
             return 1;
     } else if (strcmp(mode, "redis") == 0) {
@@ -237,41 +247,55 @@ int main(int argc, char **argv)
         fprintf(stderr, "setup: %s\n", err.message);
         return 1;
     }
-    samples = malloc(sizeof(float) * MAX_SAMPLES);
     pthread_t tid[64];
+    thread_t th[64];
     if (threads < 1 || threads > 64)
         return 1;
+    memset(th, 0, sizeof th);
     pthread_barrier_init(&start_line, NULL, (unsigned)threads + 1);
     for (int i = 0; i < threads; i++)
-        pthread_create(&tid[i], NULL, worker, NULL);
+        pthread_create(&tid[i], NULL, worker, &th[i]);
     pthread_barrier_wait(&start_line);
     int is_redis = strcmp(mode, "redis") == 0;
     double t_start = now(), cpu_start = cpu_seconds();
     double redis_cpu_start = is_redis ? proc_cpu_seconds(redis.pid) : 0;
-    pregen_t **made[64];
     for (int i = 0; i < threads; i++)
-        pthread_join(tid[i], (void **)&made[i]);
+        pthread_join(tid[i], NULL);
     double dt = now() - t_start;
     double cpu = cpu_seconds() - cpu_start;
     double redis_cpu = is_redis ? proc_cpu_seconds(redis.pid) - redis_cpu_start : 0;
+    long requests = 0, items = 0, errors = 0;
+    size_t ns = 0;
     for (int i = 0; i < threads; i++) {
-        for (size_t k = 0; k < per_thread; k++)
-            free(made[i][k]);
-        free(made[i]);
+        requests += th[i].requests;
+        items += th[i].items;
+        errors += th[i].errors;
+        ns += th[i].n_samples;
     }
-    long ns = atomic_load(&n_samples);
-    if (ns > MAX_SAMPLES)
-        ns = MAX_SAMPLES;
-    qsort(samples, (size_t)ns, sizeof(float), cmpf);
+    float *samples = malloc((ns ? ns : 1) * sizeof *samples);
+    if (samples == NULL)
+        return 1;
+    for (int i = 0, at = 0; i < threads; i++) {
+        memcpy(samples + at, th[i].samples, th[i].n_samples * sizeof *samples);
+        at += (int)th[i].n_samples;
+        for (size_t k = 0; k < per_thread; k++)
+            free(th[i].reqs[k]);
+        free(th[i].reqs);
+        free(th[i].samples);
+    }
+    if (ns == 0)
+        samples[0] = 0;
+    qsort(samples, ns, sizeof(float), cmpf);
     printf("pipeline %-8s threads=%d per_call=%d logging=%s batch=%d: %.0f items/s, %.0f requests/s, "
            "p50 %.1f us, p99 %.1f us per request, %.2f CPU us per item, %ld non-200\n",
-           mode, threads, per_call, logging ? "on" : "off", BATCH, (double)atomic_load(&items) / dt,
-           (double)atomic_load(&requests) / dt, (double)samples[ns / 2],
-           (double)samples[(long)((double)ns * 0.99)], cpu * 1e6 / (double)atomic_load(&items),
-           atomic_load(&errors));
+           mode, threads, per_call, logging ? "on" : "off", BATCH, (double)items / dt,
+           (double)requests / dt, (double)samples[ns / 2],
+           (double)samples[(size_t)((double)ns * 0.99)],
+           items ? cpu * 1e6 / (double)items : 0, errors);
+    free(samples);
     if (is_redis) {
         /* Each item costs Redis two SETs (the claim and the completion). */
-        double item_rate = (double)atomic_load(&items) / dt;
+        double item_rate = (double)items / dt;
         double set_rate = redis_benchmark_set_rate(redis.port);
         printf("redis-server: %.0f%% of a core during the run; redis-benchmark pipelined SET "
                "(same server, same run): %.0f SET/s; the pipeline's %.0f SET/s are %.0f%% of "

@@ -1197,6 +1197,50 @@ static void test_embedded_max_keys_gives_enospc_and_claims_nothing(void **state)
     cx_dedupe_store_destroy(s);
 }
 
+/* A store sized in advance: refuses initial_keys above max_keys, fails cleanly when its tables
+ * cannot be allocated, holds exactly max_keys, and behaves like any other store. */
+static void test_embedded_initial_keys_presizes_and_keeps_the_limits(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    cx_dedupe_store_t *s = NULL;
+    cx_dedupe_embedded_options_t bad = {.max_keys = 100, .initial_keys = 101};
+    assert_int_equal(cx_dedupe_store_embedded_ex("dev", &bad, &s, &err), CX_EINVAL);
+    assert_null(s);
+    for (long budget = 0; budget < 8; budget++) { /* the store, then some of its 64 tables */
+        counting_alloc_t ca = {budget, 0};
+        cx_allocator_t a = {ca_alloc, ca_free, &ca};
+        cx_dedupe_embedded_options_t o = {.allocator = &a, .initial_keys = 5000};
+        assert_int_equal(cx_dedupe_store_embedded_ex("dev", &o, &s, &err), CX_ENOMEM);
+        assert_int_equal(ca.live, 0);
+    }
+    enum { N = 3000 };
+    cx_dedupe_embedded_options_t o = {.max_keys = N, .initial_keys = N};
+    assert_int_equal(cx_dedupe_store_embedded_ex("dev", &o, &s, &err), 0);
+    static char names[N + 1][16];
+    static cx_dedupe_item_t it[N + 1];
+    memset(it, 0, sizeof it);
+    for (int i = 0; i <= N; i++) {
+        snprintf(names[i], sizeof names[i], "pre-%d", i);
+        it[i].key = names[i];
+    }
+    for (int off = 0; off < N; off += 10) {
+        assert_int_equal(s->ops->claim(s, it + off, 10, 30000, &err), 0);
+        for (int i = off; i < off + 10; i++)
+            assert_int_equal(it[i].state, CX_CLAIM_OWNED);
+    }
+    assert_int_equal(s->ops->claim(s, it + N, 1, 30000, &err), CX_ENOSPC);
+    assert_int_equal(s->ops->complete(s, it, 10, &err), 0);
+    cx_dedupe_item_t dup[10];
+    memset(dup, 0, sizeof dup);
+    for (int i = 0; i < 10; i++)
+        dup[i].key = names[i];
+    assert_int_equal(s->ops->claim(s, dup, 10, 30000, &err), 0);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(dup[i].state, CX_CLAIM_DONE);
+    cx_dedupe_store_destroy(s);
+}
+
 static void test_embedded_expired_keys_make_room_again(void **state)
 {
     (void)state;
@@ -1298,6 +1342,7 @@ int main(void)
         cmocka_unit_test(test_embedded_failing_allocator_gives_enomem_and_no_leak),
         cmocka_unit_test(test_embedded_max_keys_gives_enospc_and_claims_nothing),
         cmocka_unit_test(test_embedded_expired_keys_make_room_again),
+        cmocka_unit_test(test_embedded_initial_keys_presizes_and_keeps_the_limits),
         cmocka_unit_test(test_forked_child_gets_new_token_prefix),
     };
     int failed = cmocka_run_group_tests_name("dedupe_store_embedded", embedded, NULL, NULL);

@@ -127,6 +127,9 @@ struct cx_allocator_s; /* cx/arena.h */
 typedef struct cx_dedupe_embedded_options_s {
     const struct cx_allocator_s *allocator; /* NULL = malloc/free; copied; ud must outlive */
     size_t max_keys; /* hard maximum of live keys (claim then fails with CX_ENOSPC); 0 = 2^20 */
+    size_t initial_keys; /* tables sized (and their memory touched) for this many keys at
+                          * creation, so the request path neither grows nor rehashes before
+                          * then; 0 = start small; at most max_keys */
 } cx_dedupe_embedded_options_t;
 
 /* The embedded in-process store (a hash table with expiry). For development and tests; it

@@ -20,12 +20,14 @@
  * entries (counted across stripes with one atomic) and claim fails with CX_ENOSPC beyond it.
  */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* madvise(MADV_HUGEPAGE) */
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include <openssl/rand.h>
@@ -38,6 +40,7 @@
 #define INITIAL_CAP 16u /* slots of a stripe's first table */
 #define SWEEP_STEPS 4u  /* slots examined or freed by each claimed item */
 #define DEFAULT_MAX_KEYS ((size_t)1 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
 
 enum { E_PROCESSING = 1, E_DONE = 2 };
 
@@ -53,6 +56,7 @@ typedef struct entry_s {
 typedef struct stripe_s {
     pthread_mutex_t mu;
     entry_t *slots; /* NULL until the first insert */
+    void *mem;      /* the allocation slots lies in (aligned within it when large) */
     size_t mask;    /* capacity - 1 */
     size_t count;   /* occupied slots, expired ones included */
     size_t cursor;  /* next slot the incremental sweep examines */
@@ -199,16 +203,28 @@ static void sweep(embedded_store_t *s, stripe_t *st, int64_t now, bool full)
     }
 }
 
-/* Doubles the table (or creates it). Returns 0 or CX_ENOMEM (the old table stays). */
-static int grow(embedded_store_t *s, stripe_t *st)
+/* Moves the table to cap slots (a power of two, more than it holds). Returns 0 or CX_ENOMEM
+ * (the old table stays). */
+static int grow_to(embedded_store_t *s, stripe_t *st, size_t cap)
 {
-    size_t cap = st->slots ? (st->mask + 1) * 2 : INITIAL_CAP;
-    if (cap > SIZE_MAX / sizeof(entry_t))
+    if (cap > (SIZE_MAX - HUGE_PAGE) / sizeof(entry_t))
         return CX_ENOMEM;
-    entry_t *slots = s->alloc.alloc(s->alloc.ud, cap * sizeof(entry_t));
-    if (slots == NULL)
+    /* A table of 2 MiB or more is placed on 2 MiB boundaries and offered transparent huge
+     * pages: its probes are random, and with 4 KiB pages nearly every one was a TLB miss (the
+     * page walk showed up as most of a claim's time). */
+    size_t bytes = cap * sizeof(entry_t);
+    size_t extra = bytes >= HUGE_PAGE ? HUGE_PAGE : 0;
+    char *mem = s->alloc.alloc(s->alloc.ud, bytes + extra);
+    if (mem == NULL)
         return CX_ENOMEM;
-    memset(slots, 0, cap * sizeof(entry_t));
+    entry_t *slots = (entry_t *)(void *)mem;
+    if (extra) {
+        slots = (entry_t *)(void *)(mem + (HUGE_PAGE - (uintptr_t)mem % HUGE_PAGE) % HUGE_PAGE);
+#ifdef MADV_HUGEPAGE
+        (void)madvise(slots, bytes - bytes % HUGE_PAGE, MADV_HUGEPAGE); /* advice only */
+#endif
+    }
+    memset(slots, 0, bytes);
     size_t mask = cap - 1;
     if (st->slots) {
         for (size_t i = 0; i <= st->mask; i++) {
@@ -219,13 +235,20 @@ static int grow(embedded_store_t *s, stripe_t *st)
                 j = (j + 1) & mask;
             slots[j] = st->slots[i];
         }
-        s->alloc.free(s->alloc.ud, st->slots);
+        s->alloc.free(s->alloc.ud, st->mem);
     }
+    st->mem = mem;
     /* Atomic stores: prefetch_block reads both without the lock. */
     __atomic_store_n(&st->slots, slots, __ATOMIC_RELAXED);
     __atomic_store_n(&st->mask, mask, __ATOMIC_RELAXED);
     st->cursor = 0;
     return 0;
+}
+
+/* Doubles the table (or creates it). */
+static int grow(embedded_store_t *s, stripe_t *st)
+{
+    return grow_to(s, st, st->slots ? (st->mask + 1) * 2 : INITIAL_CAP);
 }
 
 static bool live_reserve(embedded_store_t *s)
@@ -237,11 +260,35 @@ static bool live_reserve(embedded_store_t *s)
     return false;
 }
 
-/* Inserts key as a new processing entry. Returns 0, CX_ENOMEM or CX_ENOSPC. */
-static int insert(embedded_store_t *s, stripe_t *st, uint64_t h, const cx_dedupe_item_t *it,
-                  size_t len, int64_t now, int64_t expires)
+/* A claim call takes room for all its items with one atomic add when the store is far from
+ * max_keys (one shared cache line per call instead of per new key), and gives back what it
+ * did not use. Near the limit it returns 0 and every new key takes its room alone. While a
+ * call runs, its unused room counts as live: at most a call's size, and only far from the
+ * limit, so no claim is refused because of it. */
+static size_t live_take_credits(embedded_store_t *s, size_t n)
 {
-    if (!live_reserve(s)) {
+    size_t before = atomic_fetch_add_explicit(&s->live, n, memory_order_relaxed);
+    if (before <= s->max_keys && s->max_keys - before >= 2 * n)
+        return n;
+    atomic_fetch_sub_explicit(&s->live, n, memory_order_relaxed);
+    return 0;
+}
+
+static void live_return_credits(embedded_store_t *s, size_t credits)
+{
+    if (credits)
+        atomic_fetch_sub_explicit(&s->live, credits, memory_order_relaxed);
+}
+
+/* Inserts key as a new processing entry, its room taken from *credits when there are some
+ * (credits may be NULL). Returns 0, CX_ENOMEM or CX_ENOSPC. */
+static int insert(embedded_store_t *s, stripe_t *st, uint64_t h, const cx_dedupe_item_t *it,
+                  size_t len, int64_t now, int64_t expires, size_t *credits)
+{
+    bool credited = credits && *credits > 0;
+    if (credited) {
+        (*credits)--;
+    } else if (!live_reserve(s)) {
         /* At the limit: expired entries of this stripe may free room; if not, the caller
          * sweeps the other stripes (never locked from here: one lock at a time). */
         sweep(s, st, now, true);
@@ -274,7 +321,10 @@ static int insert(embedded_store_t *s, stripe_t *st, uint64_t h, const cx_dedupe
     st->count++;
     return 0;
 fail:
-    atomic_fetch_sub_explicit(&s->live, 1, memory_order_relaxed);
+    if (credited)
+        (*credits)++;
+    else
+        atomic_fetch_sub_explicit(&s->live, 1, memory_order_relaxed);
     return CX_ENOMEM;
 }
 
@@ -358,6 +408,7 @@ static int embedded_claim(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size
     int64_t expires = now + processing_ttl_ms;
     size_t i;
     bool swept_all = false;
+    size_t credits = live_take_credits(s, n);
     /* Items go in blocks: their hashes first, and a prefetch of each one's home slot, so the
      * block's cache misses (a large table is mostly misses) overlap instead of queueing. */
     uint64_t hs[PREFETCH_BLOCK];
@@ -387,7 +438,7 @@ static int embedded_claim(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size
                 it->state = e->state == E_DONE ? CX_CLAIM_DONE : CX_CLAIM_IN_PROGRESS;
             }
         } else {
-            rc = insert(s, st, h, it, len, now, expires);
+            rc = insert(s, st, h, it, len, now, expires, &credits);
             it->state = CX_CLAIM_OWNED;
         }
         if (rc == 0)
@@ -407,6 +458,7 @@ static int embedded_claim(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size
         if (it->state != CX_CLAIM_OWNED)
             it->token[0] = '\0';
     }
+    live_return_credits(s, credits);
     if (rc == 0)
         return 0;
     /* All or nothing: a caller told "failed" processes no item, so the keys this call
@@ -471,7 +523,7 @@ static int embedded_complete(cx_dedupe_store_t *base, cx_dedupe_item_t *items, s
             memcpy(e->token, it->token, CX__DEDUPE_TOKEN_LEN);
             it->rc = CX_ETIMEOUT;
         } else {
-            it->rc = insert(s, st, h, it, len, now, done_expires);
+            it->rc = insert(s, st, h, it, len, now, done_expires, NULL);
             if (it->rc == 0) {
                 size_t at = find(st, h, it->key, len, &found);
                 st->slots[at].state = E_DONE;
@@ -544,7 +596,7 @@ static int embedded_renew(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size
         } else if (e) {
             e->expires_ms = expires;
         } else {
-            rc = insert(s, st, h, it, len, now, expires);
+            rc = insert(s, st, h, it, len, now, expires, NULL);
         }
         pthread_mutex_unlock(&st->mu);
     }
@@ -580,7 +632,7 @@ static void embedded_destroy(cx_dedupe_store_t *base)
                 if (st->slots[i].hash != 0)
                     s->alloc.free(s->alloc.ud, st->slots[i].key);
             }
-            s->alloc.free(s->alloc.ud, st->slots);
+            s->alloc.free(s->alloc.ud, st->mem);
         }
         pthread_mutex_destroy(&st->mu);
     }
@@ -624,11 +676,29 @@ int cx_dedupe_store_embedded_ex(const char *environment, const cx_dedupe_embedde
     memcpy(s->base.prefix, prefix, sizeof prefix);
     s->alloc = alloc;
     s->max_keys = opts && opts->max_keys ? opts->max_keys : DEFAULT_MAX_KEYS;
+    if (opts && opts->initial_keys > s->max_keys) {
+        alloc.free(alloc.ud, s);
+        return cx_error_set(err, CX_EINVAL, "initial_keys", "initial_keys exceeds max_keys");
+    }
     atomic_init(&s->live, 0);
     s->k0 = load64le(seed);
     s->k1 = load64le(seed + 8);
     for (size_t k = 0; k < STRIPES; k++)
         pthread_mutex_init(&s->stripes[k].s.mu, NULL);
+    if (opts && opts->initial_keys) {
+        /* Tables sized for initial_keys at the 3/4 load factor (plus room for an uneven
+         * spread), allocated and touched now: no growth, rehashing or first-touch page
+         * faults on the request path until the store holds that many keys. */
+        size_t per = opts->initial_keys / STRIPES + opts->initial_keys / STRIPES / 8 + 1;
+        size_t cap = INITIAL_CAP;
+        while (cap * 3 / 4 < per && cap <= SIZE_MAX / 4)
+            cap *= 2;
+        for (size_t k = 0; k < STRIPES; k++)
+            if (grow_to(s, &s->stripes[k].s, cap) != 0) {
+                embedded_destroy(&s->base);
+                return cx_error_set(err, CX_ENOMEM, NULL, "embedded dedupe store: out of memory");
+            }
+    }
     *out = &s->base;
     return 0;
 }
