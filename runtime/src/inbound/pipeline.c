@@ -30,6 +30,13 @@
 #define DEFAULT_DEADLINE_MS 10000u
 #define DEFAULT_ARENA (8u << 20)
 
+/* An item's outcome: one of these four strings, compared by address (they are what the
+ * response and the logs print). */
+static const char OUT_PROCESSED[] = "processed";
+static const char OUT_DEDUPED[] = "deduped";
+static const char OUT_QUEUED[] = "queued";
+static const char OUT_FAILED[] = "failed";
+
 /* Per-item state while a request runs. */
 typedef struct {
     const cx_event_t *ev;
@@ -37,7 +44,7 @@ typedef struct {
     char *key;           /* dedupe key (arena), NULL when the item failed before */
     int rc;              /* 0 or the failure */
     int permanent;       /* the failure is permanent: no redelivery helps */
-    const char *outcome; /* "processed", "deduped", "failed" */
+    const char *outcome; /* OUT_*, NULL while undecided */
     int claim;           /* index into the claim array, -1 when not claimed */
     double latency_ms;
 } item_t;
@@ -160,7 +167,7 @@ static void fail(item_t *it, int rc, int permanent)
 {
     it->rc = rc;
     it->permanent = permanent;
-    it->outcome = "failed";
+    it->outcome = OUT_FAILED;
 }
 
 /* Marks the later of two items with the same key as deduped (a duplicate inside one batch). */
@@ -182,7 +189,7 @@ static void dedupe_in_batch(item_t *items, size_t n, cx_arena_t *arena)
             for (size_t j = 0; j < i; j++)
                 if (items[j].key && items[j].outcome == NULL &&
                     strcmp(items[i].key, items[j].key) == 0) {
-                    items[i].outcome = "deduped";
+                    items[i].outcome = OUT_DEDUPED;
                     break;
                 }
             continue;
@@ -193,7 +200,7 @@ static void dedupe_in_batch(item_t *items, size_t n, cx_arena_t *arena)
                 break;
             }
             if (strcmp(items[slots[s] - 1].key, items[i].key) == 0) {
-                items[i].outcome = "deduped";
+                items[i].outcome = OUT_DEDUPED;
                 break;
             }
         }
@@ -216,7 +223,7 @@ static void log_item(cx_runtime_t *rt, const char *connector, const char *cid, s
                      const item_t *it)
 {
     cx_log_record_t r;
-    int failed = it->outcome && strcmp(it->outcome, "failed") == 0;
+    int failed = it->outcome && it->outcome == OUT_FAILED;
     if (!cx_log_begin(&r, rt->log, failed ? CX_LOG_WARN : CX_LOG_INFO))
         return;
     cx_log_set_connector(&r, connector);
@@ -227,10 +234,10 @@ static void log_item(cx_runtime_t *rt, const char *connector, const char *cid, s
         cx_log_set_event_type(&r, it->ev->meta->event_type);
     }
     cx_log_set_dedupe_key(&r, it->key);
-    cx_log_set_dedupe_hit(&r, it->outcome && strcmp(it->outcome, "deduped") == 0);
+    cx_log_set_dedupe_hit(&r, it->outcome && it->outcome == OUT_DEDUPED);
     cx_log_set_outcome(&r, it->outcome);
     cx_log_set_latency_ms(&r, it->latency_ms);
-    if (strcmp(it->outcome, "queued") != 0 && strcmp(it->outcome, "deduped") != 0)
+    if (it->outcome != OUT_QUEUED && it->outcome != OUT_DEDUPED)
         cx_log_set_attempt(&r, 1);
     cx_log_set_int(&r, "index", (int64_t)index);
     if (it->rc) {
@@ -239,7 +246,7 @@ static void log_item(cx_runtime_t *rt, const char *connector, const char *cid, s
         cx_log_set_int(&r, "permanent", it->permanent);
     }
     cx_log_set_msg(&r, failed                               ? "item failed"
-                       : strcmp(it->outcome, "queued") == 0 ? "item queued"
+                       : it->outcome == OUT_QUEUED ? "item queued"
                                                             : "item handled");
     cx_log_emit(&r);
 }
@@ -411,7 +418,7 @@ static void run_handlers(cx_runtime_t *rt, const char *cname, const char *cid, i
             continue;
         cx_dedupe_item_t *cl = &claims[it->claim];
         if (cl->state == CX_CLAIM_DONE) {
-            it->outcome = "deduped";
+            it->outcome = OUT_DEDUPED;
             it->claim = -1;
             continue;
         }
@@ -448,7 +455,7 @@ static void run_handlers(cx_runtime_t *rt, const char *cname, const char *cid, i
         it->latency_ms = clock_ms - h0;
         lat[nlat++] = it->latency_ms;
         if (hrc == 0) {
-            it->outcome = "processed";
+            it->outcome = OUT_PROCESSED;
             if (it->latency_ms > rt->cfg.handler_deadline_ms) {
                 cx_log_record_t r;
                 if (cx_log_begin(&r, rt->log, CX_LOG_WARN)) {
@@ -536,7 +543,7 @@ static void enqueue_prepare(cx_runtime_t *rt, const char *cname, const char *cid
         if (it->claim < 0)
             continue;
         if (claims[it->claim].state != CX_CLAIM_OWNED) {
-            it->outcome = "deduped";
+            it->outcome = OUT_DEDUPED;
             it->claim = -1;
             continue;
         }
@@ -639,7 +646,7 @@ static int enqueue_finish(cx_runtime_t *rt, const char *cname, const char *cid, 
             if (rel)
                 rel[nrel++] = claims[it->claim];
         } else {
-            it->outcome = "queued";
+            it->outcome = OUT_QUEUED;
             uint32_t d = p < npl ? pl[p].delay_ms : 0;
             if (longer && d > rt->cfg.queued_claim_ttl_ms / 2) {
                 longer[nlonger++] = claims[it->claim];
@@ -674,7 +681,7 @@ static int dead_letter_failed(cx_runtime_t *rt, const char *cname, const char *c
 {
     size_t nd = 0;
     for (size_t i = 0; i < n; i++)
-        nd += items[i].outcome && items[i].permanent && strcmp(items[i].outcome, "failed") == 0;
+        nd += items[i].outcome && items[i].permanent && items[i].outcome == OUT_FAILED;
     if (nd == 0)
         return 0;
     cx__dead_item_t *d = cx_arena_alloc(arena, nd * sizeof *d);
@@ -684,7 +691,7 @@ static int dead_letter_failed(cx_runtime_t *rt, const char *cname, const char *c
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         item_t *it = &items[i];
-        if (!(it->outcome && it->permanent && strcmp(it->outcome, "failed") == 0))
+        if (!(it->outcome && it->permanent && it->outcome == OUT_FAILED))
             continue;
         int invalid = it->rc != CX_EHANDLER_PERMANENT && it->rc != CX_ENOT_IMPLEMENTED;
         d[k++] =
@@ -885,7 +892,7 @@ static int picked(const item_t *it, int pick)
         return 0;
     if (pick == PICK_ALL)
         return 1;
-    return (strcmp(it->outcome, "processed") == 0) == (pick == PICK_PROCESSED);
+    return (it->outcome == OUT_PROCESSED) == (pick == PICK_PROCESSED);
 }
 
 /* Runs op over the picked claims of every request: one call (one round trip with Redis) for
@@ -997,11 +1004,11 @@ static void finish(cx_runtime_t *rt, const cx_exchange_t *ex, exchange_state_t *
     for (size_t i = 0; i < n; i++) {
         item_t *it = &items[i];
         const char *cap = it->ev->meta ? it->ev->meta->capability : "unknown";
-        if (strcmp(it->outcome, "processed") == 0)
+        if (it->outcome == OUT_PROCESSED)
             processed++;
-        else if (strcmp(it->outcome, "deduped") == 0)
+        else if (it->outcome == OUT_DEDUPED)
             deduped++;
-        else if (strcmp(it->outcome, "queued") == 0)
+        else if (it->outcome == OUT_QUEUED)
             queued++;
         else {
             failed++;
@@ -1013,7 +1020,7 @@ static void finish(cx_runtime_t *rt, const cx_exchange_t *ex, exchange_state_t *
         run++;
         if (next == NULL || next->outcome != it->outcome || next->rc != it->rc ||
             next->ev->meta != it->ev->meta) {
-            if (it->outcome[0] == 'q')
+            if (it->outcome == OUT_QUEUED)
                 cx_counter_inc(rt->m_queued, (const char *[]){cname, cap ? cap : "unknown"}, run);
             else
                 cx__count_items(rt, cname, cap, it->outcome,
