@@ -103,6 +103,22 @@ static int64_t fixed_now(void *ud)
     return 1764403200; /* 2025-11-29 */
 }
 
+/* The runtime over fx->store (NULL: the embedded store it makes itself), with the test
+ * connector, one account and the handler. */
+static void fx_runtime(fx_t *fx, cx_environment_t env)
+{
+    cx_error_t err;
+    static const unsigned char key[] = "pseudonym-key-for-tests";
+    cx_runtime_config_t cfg = {.environment = env, .secrets_dir = fx->secrets,
+                               .logger = fx->log, .dedupe = fx->store,
+                               .pseudonym_key = key, .pseudonym_key_len = sizeof key - 1,
+                               .clock = {fixed_now, NULL}};
+    assert_int_equal(cx_runtime_create(&cfg, &fx->rt, &err), 0);
+    assert_int_equal(cx_runtime_add_connector(fx->rt, cx_test_connector(), &err), 0);
+    assert_int_equal(cx_runtime_add_account(fx->rt, "test", "acc-1", "acme", &err), 0);
+    assert_int_equal(cx_runtime_on(fx->rt, "inbound_messages", handler, &fx->hs, &err), 0);
+}
+
 static fx_t *fx_new(cx_environment_t env, int redis)
 {
     fx_t *fx = calloc(1, sizeof *fx);
@@ -119,15 +135,7 @@ static fx_t *fx_new(cx_environment_t env, int redis)
                                  .connect_timeout_ms = 500, .command_timeout_ms = 500};
         assert_int_equal(cx_dedupe_store_redis(cx_environment_name(env), &ro, &fx->store, &err), 0);
     }
-    static const unsigned char key[] = "pseudonym-key-for-tests";
-    cx_runtime_config_t cfg = {.environment = env, .secrets_dir = fx->secrets,
-                               .logger = fx->log, .dedupe = fx->store,
-                               .pseudonym_key = key, .pseudonym_key_len = sizeof key - 1,
-                               .clock = {fixed_now, NULL}};
-    assert_int_equal(cx_runtime_create(&cfg, &fx->rt, &err), 0);
-    assert_int_equal(cx_runtime_add_connector(fx->rt, cx_test_connector(), &err), 0);
-    assert_int_equal(cx_runtime_add_account(fx->rt, "test", "acc-1", "acme", &err), 0);
-    assert_int_equal(cx_runtime_on(fx->rt, "inbound_messages", handler, &fx->hs, &err), 0);
+    fx_runtime(fx, env);
     return fx;
 }
 
@@ -679,15 +687,7 @@ static fx_t *fx_counting(int redis, counting_store_t **out)
     fx->store = &c->base;
     /* A runtime over the counting store, replacing the one fx_new made. */
     cx_runtime_destroy(fx->rt);
-    static const unsigned char key[] = "pseudonym-key-for-tests";
-    cx_runtime_config_t cfg = {.environment = redis ? CX_ENV_PRODUCTION : CX_ENV_DEVELOPMENT,
-                               .secrets_dir = fx->secrets, .logger = fx->log, .dedupe = fx->store,
-                               .pseudonym_key = key, .pseudonym_key_len = sizeof key - 1,
-                               .clock = {fixed_now, NULL}};
-    assert_int_equal(cx_runtime_create(&cfg, &fx->rt, &err), 0);
-    assert_int_equal(cx_runtime_add_connector(fx->rt, cx_test_connector(), &err), 0);
-    assert_int_equal(cx_runtime_add_account(fx->rt, "test", "acc-1", "acme", &err), 0);
-    assert_int_equal(cx_runtime_on(fx->rt, "inbound_messages", handler, &fx->hs, &err), 0);
+    fx_runtime(fx, redis ? CX_ENV_PRODUCTION : CX_ENV_DEVELOPMENT);
     *out = c;
     return fx;
 }

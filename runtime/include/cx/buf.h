@@ -45,8 +45,6 @@ CX_API int cx_buf_putc(cx_buf_t *b, char c);
  * small pieces: one bounds check for all of them. */
 CX_API char *cx_buf_reserve(cx_buf_t *b, size_t n);
 CX_API void cx_buf_commit(cx_buf_t *b, size_t n);
-/* Appends v in decimal (no printf: for hot paths that write numbers). */
-CX_API int cx_buf_put_uint(cx_buf_t *b, uint64_t v);
 CX_API int cx_buf_printf(cx_buf_t *b, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))

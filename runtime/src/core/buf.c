@@ -126,17 +126,6 @@ int cx_buf_putc(cx_buf_t *b, char c)
     return cx_buf_append(b, &c, 1);
 }
 
-int cx_buf_put_uint(cx_buf_t *b, uint64_t v)
-{
-    char tmp[20];
-    size_t n = sizeof tmp;
-    do {
-        tmp[--n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return cx_buf_append(b, tmp + n, sizeof tmp - n);
-}
-
 int cx_buf_printf(cx_buf_t *b, const char *fmt, ...)
 {
     if (b->err)

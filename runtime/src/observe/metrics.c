@@ -316,6 +316,19 @@ void cx_counter_inc(cx_counter_t *c, const char *const *values, uint64_t delta)
     counter_add(&c->m, values, delta);
 }
 
+/* Adds value to a histogram series' sum (a double kept as bits: a CAS loop). */
+static void add_to_sum(series_t *s, double value)
+{
+    uint64_t old = atomic_load_explicit(&s->sum_bits, memory_order_relaxed), upd;
+    do {
+        double sum;
+        memcpy(&sum, &old, sizeof sum);
+        sum += value;
+        memcpy(&upd, &sum, sizeof upd);
+    } while (!atomic_compare_exchange_weak_explicit(&s->sum_bits, &old, upd, memory_order_relaxed,
+                                                    memory_order_relaxed));
+}
+
 void cx_histogram_observe(cx_histogram_t *h, const char *const *values, double value)
 {
     if (h == NULL || isnan(value) || (values == NULL && h->m.n_labels > 0))
@@ -328,14 +341,7 @@ void cx_histogram_observe(cx_histogram_t *h, const char *const *values, double v
     while (b < m->n_buckets && value > m->buckets[b])
         b++;
     atomic_fetch_add_explicit(&s->buckets[b], 1, memory_order_relaxed);
-    uint64_t old = atomic_load_explicit(&s->sum_bits, memory_order_relaxed), upd;
-    do {
-        double sum;
-        memcpy(&sum, &old, sizeof sum);
-        sum += value;
-        memcpy(&upd, &sum, sizeof upd);
-    } while (!atomic_compare_exchange_weak_explicit(&s->sum_bits, &old, upd, memory_order_relaxed,
-                                                    memory_order_relaxed));
+    add_to_sum(s, value);
 }
 
 void cx_histogram_observe_many(cx_histogram_t *h, const char *const *values, const double *v,
@@ -365,14 +371,7 @@ void cx_histogram_observe_many(cx_histogram_t *h, const char *const *values, con
     for (size_t b = 0; b <= m->n_buckets; b++)
         if (counts[b])
             atomic_fetch_add_explicit(&s->buckets[b], counts[b], memory_order_relaxed);
-    uint64_t old = atomic_load_explicit(&s->sum_bits, memory_order_relaxed), upd;
-    do {
-        double sum;
-        memcpy(&sum, &old, sizeof sum);
-        sum += total;
-        memcpy(&upd, &sum, sizeof upd);
-    } while (!atomic_compare_exchange_weak_explicit(&s->sum_bits, &old, upd, memory_order_relaxed,
-                                                    memory_order_relaxed));
+    add_to_sum(s, total);
 }
 
 uint64_t cx_counter_value(cx_counter_t *c, const char *const *values)
