@@ -126,17 +126,36 @@ static entry_t *lookup(entry_t *e, const char *id)
     return NULL;
 }
 
+/* The bytes in use only: the value holds two 1 KiB buffers, and secrets are short. */
+static void copy_value(cx_secret_value_t *out, const cx_secret_value_t *v)
+{
+    memcpy(out->current, v->current, v->current_len);
+    out->current_len = v->current_len;
+    memcpy(out->previous, v->previous, v->previous_len);
+    out->previous_len = v->previous_len;
+}
+
 static int get_one(cx_secrets_t *s, const char *connector, const char *account, const char *name,
                    cx_secret_value_t *out)
 {
-    char id[512];
-    snprintf(id, sizeof id, "%s/%s/%s", connector, account ? account : "", name);
+    /* "connector/account/name" without printf: this runs for every signed request. */
+    char id[1024]; /* three path segments of at most 255 bytes each */
+    const char *parts[3] = {connector, account ? account : "", name};
+    size_t len = 0;
+    for (int k = 0; k < 3; k++) {
+        size_t n = strlen(parts[k]);
+        if (len + n + 1 > sizeof id)
+            return CX_ENOTFOUND; /* a segment longer than a file name */
+        memcpy(id + len, parts[k], n);
+        len += n;
+        id[len++] = k < 2 ? '/' : '\0';
+    }
     pthread_rwlock_rdlock(&s->lock);
     entry_t *e = lookup(s->entries, id);
     if (e) {
         int found = e->found;
         if (found)
-            *out = e->value;
+            copy_value(out, &e->value);
         pthread_rwlock_unlock(&s->lock);
         return found ? 0 : CX_ENOTFOUND;
     }
@@ -160,7 +179,7 @@ static int get_one(cx_secrets_t *s, const char *connector, const char *account, 
     }
     int found = e->found;
     if (found)
-        *out = e->value;
+        copy_value(out, &e->value);
     pthread_rwlock_unlock(&s->lock);
     if (fresh) {
         fresh->next = NULL;

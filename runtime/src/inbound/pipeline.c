@@ -146,12 +146,19 @@ static void reject(cx_runtime_t *rt, const char *connector, const char *cid, cx_
     cx__count_request(rt, connector, status, mono_ms_f() - t0);
 }
 
+/* The tenant_id field of a message type: a string field of that name, or NULL. */
+static const ProtobufCFieldDescriptor *tenant_field(const ProtobufCMessageDescriptor *desc)
+{
+    const ProtobufCFieldDescriptor *fd =
+        protobuf_c_message_descriptor_get_field_by_name(desc, "tenant_id");
+    return fd && fd->type == PROTOBUF_C_TYPE_STRING && !cx__is_repeated(fd) ? fd : NULL;
+}
+
 /* Sets the message's tenant_id field, when its type has one, to the resolved tenant. */
 void cx__stamp_tenant(ProtobufCMessage *msg, const char *tenant)
 {
-    const ProtobufCFieldDescriptor *fd =
-        protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, "tenant_id");
-    if (fd && fd->type == PROTOBUF_C_TYPE_STRING && !cx__is_repeated(fd))
+    const ProtobufCFieldDescriptor *fd = tenant_field(msg->descriptor);
+    if (fd)
         *(const char **)cx__field_ptr(msg, fd) = tenant;
 }
 
@@ -802,6 +809,9 @@ static void prepare(cx_runtime_t *rt, const cx_exchange_t *ex, exchange_state_t 
     }
     cx_keyring_t keyring = {rt->pseudonym_key, rt->pseudonym_key_len};
     cx_violation_t vbuf[4];
+    /* A batch is mostly one message type: its tenant_id field is looked up once per run. */
+    const ProtobufCMessageDescriptor *tdesc = NULL;
+    const ProtobufCFieldDescriptor *tfd = NULL;
     for (size_t i = 0; i < n; i++) {
         item_t *it = &items[i];
         it->ev = &out.events[i];
@@ -815,7 +825,12 @@ static void prepare(cx_runtime_t *rt, const cx_exchange_t *ex, exchange_state_t 
             fail(it, CX_EUNKNOWN_ACCOUNT, 1);
             continue;
         }
-        cx__stamp_tenant(it->ev->msg, it->tenant);
+        if (it->ev->msg->descriptor != tdesc) {
+            tdesc = it->ev->msg->descriptor;
+            tfd = tenant_field(tdesc);
+        }
+        if (tfd)
+            *(const char **)cx__field_ptr(it->ev->msg, tfd) = it->tenant;
         cx_violations_t v = {vbuf, 4, 0};
         if (cx_validate(it->ev->meta, it->ev->msg, &v) != 0) {
             char why[160];
