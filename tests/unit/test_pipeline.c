@@ -469,6 +469,18 @@ static void test_duplicate_inside_one_batch(void **state)
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "\"processed\":1,\"queued\":0,\"deduped\":1"));
     assert_int_equal(fx->hs.calls[7], 1);
+    /* Keys that differ only in length or in a last partial word are distinct; their repeats
+     * are not. */
+    body = "{\"account\":\"acc-1\",\"items\":["
+           "{\"id\":\"abcdefghijklmn\",\"text\":\"a\"},"
+           "{\"id\":\"abcdefghijklmno\",\"text\":\"a\"},"
+           "{\"id\":\"abcdefghijklmn\",\"text\":\"a\"},"
+           "{\"id\":\"abcdefghijklmnopqrstu\",\"text\":\"a\"},"
+           "{\"id\":\"abcdefghijklmnopqrstv\",\"text\":\"a\"},"
+           "{\"id\":\"abcdefghijklmnopqrstu\",\"text\":\"a\"}]}";
+    post(fx, body, SECRET, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"processed\":4,\"queued\":0,\"deduped\":2"));
     fx_free(fx);
 }
 

@@ -41,7 +41,8 @@ static const char OUT_FAILED[] = "failed";
 typedef struct {
     const cx_event_t *ev;
     const char *tenant;
-    char *key;           /* dedupe key (arena), NULL when the item failed before */
+    char *key; /* dedupe key (arena), NULL when the item failed before */
+    size_t keylen;
     int rc;              /* 0 or the failure */
     int permanent;       /* the failure is permanent: no redelivery helps */
     const char *outcome; /* OUT_*, NULL while undecided */
@@ -177,6 +178,29 @@ static void fail(item_t *it, int rc, int permanent)
     it->outcome = OUT_FAILED;
 }
 
+/* A hash of a key for the table below, eight bytes per step (keys are tens of bytes; a byte
+ * at a time cost more than the rest of the duplicate check). Not keyed: the table lives for
+ * one batch of at most a request's items, so a crafted collision costs only probes. */
+static uint64_t key_hash(const char *k, size_t n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+    for (; n >= 8; k += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, k, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+    }
+    uint64_t w = 0;
+    memcpy(&w, k, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 29);
+}
+
+static int same_key(const item_t *a, const item_t *b)
+{
+    return a->keylen == b->keylen && memcmp(a->key, b->key, a->keylen) == 0;
+}
+
 /* Marks the later of two items with the same key as deduped (a duplicate inside one batch). */
 static void dedupe_in_batch(item_t *items, size_t n, cx_arena_t *arena)
 {
@@ -189,13 +213,10 @@ static void dedupe_in_batch(item_t *items, size_t n, cx_arena_t *arena)
     for (size_t i = 0; i < n; i++) {
         if (items[i].key == NULL)
             continue;
-        uint64_t h = 1469598103934665603ull;
-        for (const char *p = items[i].key; *p; p++)
-            h = (h ^ (unsigned char)*p) * 1099511628211ull;
+        uint64_t h = key_hash(items[i].key, items[i].keylen);
         if (slots == NULL) { /* arena exhausted: quadratic fallback */
             for (size_t j = 0; j < i; j++)
-                if (items[j].key && items[j].outcome == NULL &&
-                    strcmp(items[i].key, items[j].key) == 0) {
+                if (items[j].key && items[j].outcome == NULL && same_key(&items[i], &items[j])) {
                     items[i].outcome = OUT_DEDUPED;
                     break;
                 }
@@ -206,7 +227,7 @@ static void dedupe_in_batch(item_t *items, size_t n, cx_arena_t *arena)
                 slots[s] = (uint32_t)i + 1;
                 break;
             }
-            if (strcmp(items[slots[s] - 1].key, items[i].key) == 0) {
+            if (same_key(&items[slots[s] - 1], &items[i])) {
                 items[i].outcome = OUT_DEDUPED;
                 break;
             }
@@ -252,9 +273,9 @@ static void log_item(cx_runtime_t *rt, const char *connector, const char *cid, s
         cx_log_set_error_class(&r, cx_err_class(it->rc));
         cx_log_set_int(&r, "permanent", it->permanent);
     }
-    cx_log_set_msg(&r, failed                               ? "item failed"
+    cx_log_set_msg(&r, failed                      ? "item failed"
                        : it->outcome == OUT_QUEUED ? "item queued"
-                                                            : "item handled");
+                                                   : "item handled");
     cx_log_emit(&r);
 }
 
@@ -328,7 +349,7 @@ static void write_results(cx_buf_t *b, const char *cid, int ok, const item_t *it
         const char *type = NULL;
         if (it->ev->meta)
             type = it->ev->meta->event_type ? it->ev->meta->event_type : it->ev->meta->full_name;
-        size_t tlen = type ? strlen(type) : 0, klen = it->key ? strlen(it->key) : 0;
+        size_t tlen = type ? strlen(type) : 0, klen = it->key ? it->keylen : 0;
         const char *code = it->rc ? cx__code_name(it->rc) : "";
         const char *cls = it->rc ? cx_err_class(it->rc) : "";
         size_t need = 200 + 6 * (tlen + klen) + strlen(it->outcome) + strlen(code) + strlen(cls);
@@ -782,8 +803,8 @@ static void prepare(cx_runtime_t *rt, const cx_exchange_t *ex, exchange_state_t 
         int rc = c->verify(c, &ctx, req, &err);
         if (rc != 0) {
             int status = rc == CX_EBAD_SIGNATURE ? 401 : 503;
-            reject(rt, cname, x->cid, resp, status, rc,
-                   err.message[0] ? err.message : "unverified", x->t0);
+            reject(rt, cname, x->cid, resp, status, rc, err.message[0] ? err.message : "unverified",
+                   x->t0);
             cx_arena_release(&x->arena);
             return;
         }
@@ -855,6 +876,7 @@ static void prepare(cx_runtime_t *rt, const cx_exchange_t *ex, exchange_state_t 
             continue;
         }
         it->key = cx_arena_strndup(&x->arena, kb.data, kb.len);
+        it->keylen = kb.len;
         if (it->key == NULL)
             fail(it, CX_ELIMIT, 0);
     }
@@ -1038,8 +1060,8 @@ static void finish(cx_runtime_t *rt, const cx_exchange_t *ex, exchange_state_t *
             if (it->outcome == OUT_QUEUED)
                 cx_counter_inc(rt->m_queued, (const char *[]){cname, cap ? cap : "unknown"}, run);
             else
-                cx__count_items(rt, cname, cap, it->outcome,
-                                it->rc ? cx__code_name(it->rc) : NULL, run);
+                cx__count_items(rt, cname, cap, it->outcome, it->rc ? cx__code_name(it->rc) : NULL,
+                                run);
             run = 0;
         }
         log_item(rt, cname, cid, i, it);
