@@ -484,6 +484,26 @@ static void test_duplicate_inside_one_batch(void **state)
     fx_free(fx);
 }
 
+/* Dedupe keys carry provider ids as they are: the response escapes them, wherever in the key
+ * the byte to escape falls. */
+static void test_response_escapes_keys(void **state)
+{
+    (void)state;
+    fx_t *fx = fx_new(CX_ENV_DEVELOPMENT, 0);
+    const char *body = "{\"account\":\"acc-1\",\"items\":["
+                       "{\"id\":\"\\\"abcdefghijklmnopq\",\"text\":\"a\"},"
+                       "{\"id\":\"abcdef\\\"gh\\\\ij\\u0001k\",\"text\":\"a\"},"
+                       "{\"id\":\"abcdefghijklmnop\\tqrstuvwxyz\",\"text\":\"a\"}]}";
+    result_t r;
+    post(fx, body, SECRET, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"dedupeKey\":\"dm:test:acc-1:msg:\\\"abcdefghijklmnopq\""));
+    assert_non_null(strstr(r.body, "\"dedupeKey\":\"dm:test:acc-1:msg:abcdef\\\"gh\\\\ij\\u0001k\""));
+    assert_non_null(
+        strstr(r.body, "\"dedupeKey\":\"dm:test:acc-1:msg:abcdefghijklmnop\\u0009qrstuvwxyz\""));
+    fx_free(fx);
+}
+
 static void test_body_limit_is_413(void **state)
 {
     (void)state;
@@ -819,6 +839,7 @@ int main(void)
         cmocka_unit_test(test_invalid_item_fails_alone),
         cmocka_unit_test(test_unknown_account),
         cmocka_unit_test(test_duplicate_inside_one_batch),
+        cmocka_unit_test(test_response_escapes_keys),
         cmocka_unit_test(test_body_limit_is_413),
         cmocka_unit_test(test_logs_carry_required_fields_and_no_secrets_or_pii),
         cmocka_unit_test(test_staging_with_missing_secret_refuses_to_start),

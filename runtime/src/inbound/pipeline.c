@@ -298,23 +298,46 @@ static char *put_uint(char *p, uint64_t v)
     return put_lit(p, tmp + n, sizeof tmp - n);
 }
 
+/* Whether any of the 8 bytes at s is '"', '\\' or a control character (below 0x20), with
+ * the usual word tricks: (x - 0x01..) & ~x & 0x80.. flags a zero byte of x. */
+static int word_needs_escape(const char *s)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t w;
+    memcpy(&w, s, 8);
+    uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+    uint64_t zero_q = (q - ones) & ~q, zero_b = (b - ones) & ~b;
+    uint64_t ctl = (w - ones * 0x20) & ~w; /* a byte below 0x20 (bytes >= 0x80 excluded) */
+    return ((zero_q | zero_b | ctl) & highs) != 0;
+}
+
 /* A JSON string; at most 6 bytes per input byte plus 2. */
 static char *put_json_str(char *p, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     *p++ = '"';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
+    size_t i = 0;
+    while (i < len) {
+        /* Runs without a byte to escape (all of a key or a type, in practice) are copied
+         * whole; the scan looks at eight bytes per step. */
+        size_t run = i;
+        while (run + 8 <= len && !word_needs_escape(s + run))
+            run += 8;
+        while (run < len && s[run] != '"' && s[run] != '\\' && (unsigned char)s[run] >= 0x20)
+            run++;
+        p = put_lit(p, s + i, run - i);
+        if (run == len)
+            break;
+        unsigned char c = (unsigned char)s[run];
         if (c == '"' || c == '\\') {
             *p++ = '\\';
             *p++ = (char)c;
-        } else if (c < 0x20) {
+        } else {
             p = PUT(p, "\\u00");
             *p++ = hex[c >> 4];
             *p++ = hex[c & 0xf];
-        } else {
-            *p++ = (char)c;
         }
+        i = run + 1;
     }
     *p++ = '"';
     return p;
