@@ -78,6 +78,25 @@ static void test_colon_and_percent_are_escaped(void **state)
     const char *k = key_of(&cx_messaging_direct_message_meta, &dm.base, mem, sizeof mem, &rc, &err);
     assert_int_equal(rc, 0);
     assert_string_equal(k, "dm:whatsapp:106540352242922:msg:a%3Ab%25c");
+    /* Wherever the byte falls in the 8-byte steps of the scan, alone or with a second one. */
+    for (size_t at = 0; at < 20; at++) {
+        for (int second = 0; second < 2; second++) {
+            char id[32], want[128];
+            memset(id, 'x', 20);
+            id[20] = '\0';
+            id[at] = at % 2 ? ':' : '%';
+            if (second)
+                id[19 - at % 8] = ':';
+            size_t o = (size_t)snprintf(want, sizeof want, "dm:whatsapp:106540352242922:msg:");
+            for (size_t i = 0; i < 20; i++)
+                o += (size_t)snprintf(want + o, sizeof want - o, "%s",
+                                      id[i] == ':' ? "%3A" : id[i] == '%' ? "%25" : "x");
+            dm.message_id = id;
+            k = key_of(&cx_messaging_direct_message_meta, &dm.base, mem, sizeof mem, &rc, &err);
+            assert_int_equal(rc, 0);
+            assert_string_equal(k, want);
+        }
+    }
 }
 
 static void test_missing_value_is_an_error_never_an_empty_segment(void **state)

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "core/secrets.h"
+#include "core/words.h"
 #include "cx/runtime.h"
 #include "inbound/job.h"
 #include "inbound/runtime_internal.h"
@@ -298,17 +299,11 @@ static char *put_uint(char *p, uint64_t v)
     return put_lit(p, tmp + n, sizeof tmp - n);
 }
 
-/* Whether any of the 8 bytes at s is '"', '\\' or a control character (below 0x20), with
- * the usual word tricks: (x - 0x01..) & ~x & 0x80.. flags a zero byte of x. */
+/* Whether any of the 8 bytes at s is '"', '\\' or a control character. */
 static int word_needs_escape(const char *s)
 {
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    uint64_t w;
-    memcpy(&w, s, 8);
-    uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
-    uint64_t zero_q = (q - ones) & ~q, zero_b = (b - ones) & ~b;
-    uint64_t ctl = (w - ones * 0x20) & ~w; /* a byte below 0x20 (bytes >= 0x80 excluded) */
-    return ((zero_q | zero_b | ctl) & highs) != 0;
+    uint64_t w = cx__word(s);
+    return (cx__word_has(w, '"') | cx__word_has(w, '\\') | cx__word_has_below(w, 0x20)) != 0;
 }
 
 /* A JSON string; at most 6 bytes per input byte plus 2. */

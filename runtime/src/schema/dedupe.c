@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/words.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "schema/access.h"
 
@@ -134,11 +135,26 @@ static size_t render(const resolved_t *r, uint32_t bucket, char *tmp, size_t cap
     }
 }
 
+/* The offset of the first ':' or '%' in s[0..n), or n. */
+static size_t plain_prefix(const char *s, size_t n)
+{
+    size_t i = 0;
+    for (uint64_t w; i + 8 <= n; i += 8) {
+        w = cx__word(s + i);
+        if (cx__word_has(w, ':') | cx__word_has(w, '%'))
+            break;
+    }
+    while (i < n && s[i] != ':' && s[i] != '%')
+        i++;
+    return i;
+}
+
 /* Appends text with ':' and '%' percent-escaped, so a value cannot forge a segment. */
 static void append_escaped(cx_buf_t *out, const char *s, size_t n)
 {
     size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
+    /* Ids rarely hold either: the scan skips to the first, and most keys need one append. */
+    for (size_t i = plain_prefix(s, n); i < n; i++) {
         if (s[i] == ':' || s[i] == '%') {
             cx_buf_append(out, s + start, i - start);
             cx_buf_puts(out, s[i] == ':' ? "%3A" : "%25");
