@@ -4,7 +4,7 @@
  * a raw connection, per-environment prefixes, outages (stopped, paused, unreachable, wrong
  * password), and the headline: three dedupe_claimer processes x 8 threads claiming the same
  * keys at once, owners counted outside the processes. Then what only the embedded store has:
- * allocator failures, its key limit, its sweep, and its speed. */
+ * allocator failures, its key limit, its sweep, keys inline and spilled, and its speed. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <setjmp.h>
@@ -1113,6 +1113,30 @@ static void ca_free(void *ud, void *ptr)
     }
 }
 
+/* dedupe_embedded.c keeps keys of up to this many bytes inside the table entry (INLINE_KEY)
+ * and copies longer ones into an allocation of their own: the tests below pin both sides of
+ * the boundary through the allocator. */
+#define EMBEDDED_INLINE_KEY 96
+
+/* Writes a key of len bytes (len >= 6) unique to id into buf (len + 1 bytes): the id first,
+ * then 'x' up to len. */
+static const char *spilled_or_inline_key(char *buf, size_t len, int id)
+{
+    int n = snprintf(buf, len + 1, "%05d", id);
+    memset(buf + n, 'x', len - (size_t)n);
+    buf[len] = '\0';
+    return buf;
+}
+
+/* Keys of these lengths take an allocation each in the embedded store. */
+static long spilled(const cx_dedupe_item_t *it, size_t n)
+{
+    long k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += strlen(it[i].key) > EMBEDDED_INLINE_KEY;
+    return k;
+}
+
 /* A scenario touching every allocation site: create, claim enough keys to grow tables,
  * complete, release, destroy. Returns the first error. */
 static int alloc_scenario(counting_alloc_t *ca)
@@ -1123,11 +1147,11 @@ static int alloc_scenario(counting_alloc_t *ca)
     int rc = cx_dedupe_store_embedded_ex("dev", &o, &s, NULL);
     if (rc != 0)
         return rc;
-    char names[40][16];
+    char names[40][EMBEDDED_INLINE_KEY + 16];
     cx_dedupe_item_t it[40];
     memset(it, 0, sizeof it);
     for (int i = 0; i < 40; i++) {
-        snprintf(names[i], sizeof names[i], "key-%d", i);
+        spilled_or_inline_key(names[i], i % 2 ? EMBEDDED_INLINE_KEY + 1 : 6, i);
         it[i].key = names[i];
     }
     cx_error_t err;
@@ -1167,7 +1191,7 @@ static void test_embedded_failing_allocator_gives_enomem_and_no_leak(void **stat
         failures++;
         assert_true(budget < 1000);
     }
-    assert_true(failures > 3); /* store, table, growth and key copies all failed once */
+    assert_true(failures > 3); /* store, tables and spilled key copies all failed once */
 }
 
 static void test_embedded_max_keys_gives_enospc_and_claims_nothing(void **state)
@@ -1203,6 +1227,7 @@ static void test_embedded_initial_keys_presizes_and_keeps_the_limits(void **stat
 {
     (void)state;
     cx_error_t err;
+    cx_error_clear(&err);
     cx_dedupe_store_t *s = NULL;
     cx_dedupe_embedded_options_t bad = {.max_keys = 100, .initial_keys = 101};
     assert_int_equal(cx_dedupe_store_embedded_ex("dev", &bad, &s, &err), CX_EINVAL);
@@ -1244,25 +1269,174 @@ static void test_embedded_initial_keys_presizes_and_keeps_the_limits(void **stat
 static void test_embedded_expired_keys_make_room_again(void **state)
 {
     (void)state;
-    cx_dedupe_embedded_options_t o = {.max_keys = 200};
+    counting_alloc_t ca = {-1, 0};
+    cx_allocator_t a = {ca_alloc, ca_free, &ca};
+    cx_dedupe_embedded_options_t o = {.allocator = &a, .max_keys = 200, .initial_keys = 200};
     cx_dedupe_store_t *s = NULL;
     cx_error_t err;
     cx_error_clear(&err);
     assert_int_equal(cx_dedupe_store_embedded_ex("dev", &o, &s, &err), 0);
-    char names[200][16];
+    long tables = ca.live; /* the store and its presized tables */
+    static char names[200][300];
     cx_dedupe_item_t it[200];
     for (int gen = 0; gen < 3; gen++) {
         memset(it, 0, sizeof it);
         for (int i = 0; i < 200; i++) {
-            snprintf(names[i], sizeof names[i], "g%d-%d", gen, i);
-            it[i].key = names[i];
+            /* inline and spilled keys side by side, so sweeps free both kinds */
+            size_t len = i % 3 == 0 ? 8 : i % 3 == 1 ? EMBEDDED_INLINE_KEY + 1 : 299;
+            it[i].key = spilled_or_inline_key(names[i], len, gen * 1000 + i);
         }
         assert_int_equal(s->ops->claim(s, it, 200, 20, &err), 0);
         for (int i = 0; i < 200; i++)
             assert_int_equal(it[i].state, CX_CLAIM_OWNED);
+        /* The expired generation's copies were freed as its entries were swept. */
+        assert_int_equal(ca.live, tables + spilled(it, 200));
         sleep_ms(40); /* every key expires: the next generation must fit */
     }
     cx_dedupe_store_destroy(s);
+    assert_int_equal(ca.live, 0);
+}
+
+/* Keys of INLINE_KEY - 1 and INLINE_KEY bytes live in the entry, longer ones (up to
+ * CX_DEDUPE_KEY_MAX) in an allocation; both kinds are found, compared to the last byte, completed,
+ * released, renewed and freed alike. */
+static void test_embedded_keys_at_the_inline_boundary(void **state)
+{
+    (void)state;
+    counting_alloc_t ca = {-1, 0};
+    cx_allocator_t a = {ca_alloc, ca_free, &ca};
+    cx_dedupe_embedded_options_t o = {.allocator = &a, .initial_keys = 64};
+    cx_dedupe_store_t *s = NULL;
+    cx_error_t err;
+    cx_error_clear(&err);
+    assert_int_equal(cx_dedupe_store_embedded_ex("dev", &o, &s, &err), 0);
+    long tables = ca.live; /* every stripe has its table: only key copies allocate now */
+    static const size_t lens[] = {1, EMBEDDED_INLINE_KEY - 1, EMBEDDED_INLINE_KEY,
+                                  EMBEDDED_INLINE_KEY + 1, CX_DEDUPE_KEY_MAX};
+    enum { K = sizeof lens / sizeof *lens, N = 2 * K };
+    static char names[N][CX_DEDUPE_KEY_MAX + 1];
+    /* Each length twice: keys equal but for their last byte. */
+    for (int i = 0; i < N; i++) {
+        size_t len = lens[i % K];
+        memset(names[i], 'k', len);
+        names[i][len - 1] = (char)('a' + i / K);
+        names[i][len] = '\0';
+    }
+    cx_dedupe_item_t it[N], again[N];
+    memset(it, 0, sizeof it);
+    for (int i = 0; i < N; i++)
+        it[i].key = names[i];
+    assert_int_equal(s->ops->claim(s, it, N, 30000, &err), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(it[i].state, CX_CLAIM_OWNED);
+    assert_int_equal(spilled(it, N), 4);
+    assert_int_equal(ca.live, tables + 4);
+
+    memcpy(again, it, sizeof again);
+    assert_int_equal(s->ops->claim(s, again, N, 30000, &err), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(again[i].state, CX_CLAIM_IN_PROGRESS);
+    assert_int_equal(ca.live, tables + 4);
+
+    /* Release one of each length, then claim them again. */
+    assert_int_equal(s->ops->release(s, it, K, &err), 0);
+    for (int i = 0; i < K; i++)
+        assert_int_equal(it[i].rc, 0);
+    assert_int_equal(ca.live, tables + 2);
+    memcpy(again, it, sizeof again);
+    assert_int_equal(s->ops->claim(s, again, N, 30000, &err), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(again[i].state, i < K ? CX_CLAIM_OWNED : CX_CLAIM_IN_PROGRESS);
+    assert_int_equal(ca.live, tables + 4);
+
+    /* Renew puts back a claim that is gone: release the new claims, renew the old ones. */
+    assert_int_equal(s->ops->release(s, again, K, &err), 0);
+    assert_int_equal(s->ops->renew(s, it, K, 30000, &err), 0);
+    for (int i = 0; i < K; i++) {
+        assert_int_equal(it[i].rc, 0);
+        assert_int_equal(it[i].state, CX_CLAIM_OWNED);
+    }
+    assert_int_equal(ca.live, tables + 4);
+
+    assert_int_equal(s->ops->complete(s, it, N, &err), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(it[i].rc, 0);
+    memcpy(again, it, sizeof again);
+    assert_int_equal(s->ops->claim(s, again, N, 30000, &err), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(again[i].state, CX_CLAIM_DONE);
+    /* A done key's entry stays with its copy until it expires or the store goes. */
+    assert_int_equal(ca.live, tables + 4);
+    cx_dedupe_store_destroy(s);
+    assert_int_equal(ca.live, 0);
+}
+
+/* Deleting an entry shifts the later entries of its probe run back; with inline and spilled
+ * keys mixed (and tables growing underneath), every key that stays must still be found, every
+ * deleted one must be free, and every spilled copy must be freed exactly once. */
+static void test_embedded_deletion_with_mixed_inline_and_spilled_keys(void **state)
+{
+    (void)state;
+    counting_alloc_t ca = {-1, 0};
+    cx_allocator_t a = {ca_alloc, ca_free, &ca};
+    cx_dedupe_embedded_options_t o = {.allocator = &a};
+    cx_dedupe_store_t *s = NULL;
+    cx_error_t err;
+    cx_error_clear(&err);
+    assert_int_equal(cx_dedupe_store_embedded_ex("dev", &o, &s, &err), 0);
+    enum { N = 2000 };
+    static char names[N][EMBEDDED_INLINE_KEY + 64];
+    static cx_dedupe_item_t it[N], again[N];
+    memset(it, 0, sizeof it);
+    for (int i = 0; i < N; i++) {
+        size_t len = i % 4 == 0   ? 9
+                     : i % 4 == 1 ? EMBEDDED_INLINE_KEY
+                     : i % 4 == 2 ? EMBEDDED_INLINE_KEY + 1
+                                  : EMBEDDED_INLINE_KEY + 60;
+        it[i].key = spilled_or_inline_key(names[i], len, i);
+        it[i].done_ttl_s = 3600;
+    }
+    for (int off = 0; off < N; off += 10)
+        assert_int_equal(s->ops->claim(s, it + off, 10, 30000, &err), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(it[i].state, CX_CLAIM_OWNED);
+    /* 2,000 keys leave no stripe without a table (64 stripes); grown tables were freed. */
+    long tables = 1 + 64;
+    assert_int_equal(ca.live, tables + spilled(it, N));
+
+    /* Release every third key, in batches that mix both kinds. */
+    long released_spilled = 0;
+    for (int i = 0; i < N; i += 3) {
+        assert_int_equal(s->ops->release(s, &it[i], 1, &err), 0);
+        assert_int_equal(it[i].rc, 0);
+        released_spilled += spilled(&it[i], 1);
+    }
+    assert_int_equal(ca.live, tables + spilled(it, N) - released_spilled);
+
+    memset(again, 0, sizeof again);
+    for (int i = 0; i < N; i++)
+        again[i].key = names[i];
+    for (int off = 0; off < N; off += 10)
+        assert_int_equal(s->ops->claim(s, again + off, 10, 30000, &err), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(again[i].state, i % 3 == 0 ? CX_CLAIM_OWNED : CX_CLAIM_IN_PROGRESS);
+    assert_int_equal(ca.live, tables + spilled(it, N));
+
+    /* Complete every claim that holds a key now; then every key is done. */
+    for (int i = 0; i < N; i++) {
+        cx_dedupe_item_t *owner = i % 3 == 0 ? &again[i] : &it[i];
+        assert_int_equal(s->ops->complete(s, owner, 1, &err), 0);
+        assert_int_equal(owner->rc, 0);
+    }
+    memset(again, 0, sizeof again);
+    for (int i = 0; i < N; i++)
+        again[i].key = names[i];
+    for (int off = 0; off < N; off += 10)
+        assert_int_equal(s->ops->claim(s, again + off, 10, 30000, &err), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(again[i].state, CX_CLAIM_DONE);
+    cx_dedupe_store_destroy(s);
+    assert_int_equal(ca.live, 0);
 }
 
 /* A forked child must not reuse its parent's claim tokens (their prefix names the process). */
@@ -1308,8 +1482,8 @@ static void test_forked_child_gets_new_token_prefix(void **state)
                                         teardown_store),                                           \
         cmocka_unit_test_setup_teardown(test_expired_processing_claim_can_be_reclaimed, setup,     \
                                         teardown_store),                                           \
-        cmocka_unit_test_setup_teardown(                                                           \
-            test_stale_owner_cannot_release_a_reclaimed_key, setup, teardown_store),   \
+        cmocka_unit_test_setup_teardown(test_stale_owner_cannot_release_a_reclaimed_key, setup,    \
+                                        teardown_store),                                           \
         cmocka_unit_test_setup_teardown(                                                           \
             test_stale_owner_completion_wins_and_reports_a_possible_second_run, setup,             \
             teardown_store),                                                                       \
@@ -1343,6 +1517,8 @@ int main(void)
         cmocka_unit_test(test_embedded_max_keys_gives_enospc_and_claims_nothing),
         cmocka_unit_test(test_embedded_expired_keys_make_room_again),
         cmocka_unit_test(test_embedded_initial_keys_presizes_and_keeps_the_limits),
+        cmocka_unit_test(test_embedded_keys_at_the_inline_boundary),
+        cmocka_unit_test(test_embedded_deletion_with_mixed_inline_and_spilled_keys),
         cmocka_unit_test(test_forked_child_gets_new_token_prefix),
     };
     int failed = cmocka_run_group_tests_name("dedupe_store_embedded", embedded, NULL, NULL);

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -78,16 +79,33 @@ int cx__dedupe_check_claim(const cx_dedupe_item_t *items, size_t n, uint32_t ttl
     return 0;
 }
 
+/* Bit 7 of each byte of the result is set where that byte of x is not a lowercase hex digit.
+ * With bit 7 cleared first, adding a constant below 0x80 to every byte carries into no
+ * neighbour, and bit 7 of each sum tells whether the byte reached the constant's bound; a
+ * byte of 0x80 or more fails on its own bit 7. Eight characters cost a dozen instructions
+ * instead of eight compare-and-branch rounds (complete and release check every item). */
+static uint64_t not_lower_hex8(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101u, high = ones * 0x80;
+    uint64_t low = x & ~high;
+    uint64_t digit = (low + ones * (0x80 - '0')) & ~(low + ones * (0x80 - '9' - 1));
+    uint64_t letter = (low + ones * (0x80 - 'a')) & ~(low + ones * (0x80 - 'f' - 1));
+    return (~(digit | letter) | x) & high;
+}
+
+_Static_assert(CX__DEDUPE_TOKEN_LEN % 8 == 0, "the token is checked eight characters at a time");
+
 int cx__dedupe_check_owned(const cx_dedupe_item_t *item, size_t *keylen)
 {
     if (item->state != CX_CLAIM_OWNED || key_len(item->key, keylen) != 0)
         return CX_EINVAL;
-    for (int i = 0; i < CX__DEDUPE_TOKEN_LEN; i++) {
-        char c = item->token[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return CX_EINVAL;
+    uint64_t bad = 0;
+    for (int i = 0; i < CX__DEDUPE_TOKEN_LEN; i += 8) {
+        uint64_t w;
+        memcpy(&w, item->token + i, sizeof w);
+        bad |= not_lower_hex8(w);
     }
-    return item->token[CX__DEDUPE_TOKEN_LEN] == '\0' ? 0 : CX_EINVAL;
+    return bad == 0 && item->token[CX__DEDUPE_TOKEN_LEN] == '\0' ? 0 : CX_EINVAL;
 }
 
 void cx__dedupe_set_rc(cx_dedupe_item_t *items, size_t n, int code)

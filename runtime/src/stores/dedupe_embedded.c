@@ -18,6 +18,8 @@
  *
  * Memory: every allocation goes through the store's allocator; max_keys bounds the live
  * entries (counted across stripes with one atomic) and claim fails with CX_ENOSPC beyond it.
+ * An entry is 128 bytes (two cache lines, aligned) and holds keys of up to INLINE_KEY bytes
+ * itself; only a longer key takes an allocation of its own (docs/internals/dedupe-store.md).
  */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE /* madvise(MADV_HUGEPAGE) */
@@ -25,6 +27,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -42,16 +45,30 @@
 #define DEFAULT_MAX_KEYS ((size_t)1 << 20)
 #define HUGE_PAGE ((size_t)2 << 20)
 
+#define INLINE_KEY 96u /* key bytes an entry holds itself */
+
 enum { E_PROCESSING = 1, E_DONE = 2 };
 
+/* One slot: 32 bytes of header and the key. Real keys (WhatsApp's "dm:whatsapp:<account>:msg:
+ * wamid...." is about 94 bytes) fit inline, so a claim allocates nothing and a lookup reads
+ * two adjacent cache lines and no pointer. The header packs what 32 bytes can hold: the low
+ * 32 bits of the hash (enough for the home slot of any table we can allocate, and a first
+ * comparison that almost never passes by accident) and the token in binary. */
 typedef struct entry_s {
-    uint64_t hash;      /* 0 = empty slot (a real hash of 0 is stored as 1) */
+    uint32_t hash;   /* low 32 bits of the key's hash; 0 = empty slot (hash_of never gives 0) */
+    uint16_t keylen; /* <= CX_DEDUPE_KEY_MAX */
+    uint8_t state;   /* E_PROCESSING or E_DONE */
+    uint8_t unused;
     int64_t expires_ms; /* CLOCK_MONOTONIC milliseconds */
-    char *key;          /* owned copy, NUL-terminated */
-    uint32_t keylen;
-    uint8_t state;                    /* E_PROCESSING or E_DONE */
-    char token[CX__DEDUPE_TOKEN_LEN]; /* the claim's token, no NUL */
+    uint64_t token[2];  /* the claim's token, packed (token_pack) */
+    union {
+        char bytes[INLINE_KEY]; /* keylen <= INLINE_KEY */
+        char *spill;            /* longer: an allocation of keylen bytes, owned */
+    } key;
 } entry_t;
+
+_Static_assert(sizeof(entry_t) == 128, "an entry is two cache lines");
+_Static_assert(CX_DEDUPE_KEY_MAX <= UINT16_MAX, "keylen is 16 bits");
 
 typedef struct stripe_s {
     pthread_mutex_t mu;
@@ -140,17 +157,46 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static const char *entry_key(const entry_t *e)
+{
+    return e->keylen <= INLINE_KEY ? e->key.bytes : e->key.spill;
+}
+
+/* The values of eight lowercase hex digits, one per byte: (c & 0xf) + 9 * bit 6 of c. */
+static uint64_t hex_values8(const char *hex)
+{
+    const uint64_t ones = 0x0101010101010101u;
+    uint64_t x;
+    memcpy(&x, hex, sizeof x);
+    return (x & ones * 0x0f) + ((x >> 6) & ones) * 9;
+}
+
+/* Packs a token's 32 lowercase hex digits (made by the store or checked by
+ * cx__dedupe_check_owned) into 16 bytes, digit k and digit k + 8 of each half sharing a byte.
+ * Only equality is ever asked of packed tokens, so the cheapest lossless order will do. */
+static void token_pack(uint64_t out[2], const char *hex)
+{
+    out[0] = hex_values8(hex) | hex_values8(hex + 8) << 4;
+    out[1] = hex_values8(hex + 16) | hex_values8(hex + 24) << 4;
+}
+
+static bool token_eq(const uint64_t a[2], const uint64_t b[2])
+{
+    return ((a[0] ^ b[0]) | (a[1] ^ b[1])) == 0;
+}
+
 /* The slot holding key, or (found = false) the empty slot where it would go. */
 static size_t find(const stripe_t *st, uint64_t h, const char *key, size_t len, bool *found)
 {
-    size_t i = (size_t)h & st->mask;
+    uint32_t h32 = (uint32_t)h;
+    size_t i = h32 & st->mask;
     for (;;) {
         const entry_t *e = &st->slots[i];
         if (e->hash == 0) {
             *found = false;
             return i;
         }
-        if (e->hash == h && e->keylen == len && memcmp(e->key, key, len) == 0) {
+        if (e->hash == h32 && e->keylen == len && memcmp(entry_key(e), key, len) == 0) {
             *found = true;
             return i;
         }
@@ -162,7 +208,8 @@ static size_t find(const stripe_t *st, uint64_t h, const char *key, size_t len, 
  * tombstones: an entry moves into the hole unless its home slot lies cyclically in (i, j]. */
 static void delete_at(embedded_store_t *s, stripe_t *st, size_t i)
 {
-    s->alloc.free(s->alloc.ud, st->slots[i].key);
+    if (st->slots[i].keylen > INLINE_KEY)
+        s->alloc.free(s->alloc.ud, st->slots[i].key.spill);
     st->count--;
     atomic_fetch_sub_explicit(&s->live, 1, memory_order_relaxed);
     size_t j = i;
@@ -179,58 +226,60 @@ static void delete_at(embedded_store_t *s, stripe_t *st, size_t i)
         }
     }
     st->slots[i].hash = 0;
-    st->slots[i].key = NULL;
 }
 
 /* Deletes expired entries from the cursor on: full = true walks the whole table, otherwise
  * at most SWEEP_STEPS slots are examined or freed (bounded work on the request path). */
 static void sweep(embedded_store_t *s, stripe_t *st, int64_t now, bool full)
 {
-    if (st->slots == NULL || st->count == 0)
+    if (st->count == 0) /* no table yet, or an empty one */
         return;
-    size_t advances = full ? st->mask + 1 : SWEEP_STEPS;
+    const entry_t *slots = st->slots;
+    size_t mask = st->mask, cur = st->cursor;
+    size_t advances = full ? mask + 1 : SWEEP_STEPS;
     size_t budget = full ? SIZE_MAX : SWEEP_STEPS;
     /* A deletion may shift the next entry into the slot just examined, so the cursor stays
      * put after one; each step either advances or frees an entry, so this terminates. */
     while (advances > 0 && budget-- > 0 && st->count > 0) {
-        entry_t *e = &st->slots[st->cursor];
-        if (e->hash != 0 && e->expires_ms <= now) {
-            delete_at(s, st, st->cursor);
+        if (slots[cur].hash != 0 && slots[cur].expires_ms <= now) {
+            delete_at(s, st, cur);
         } else {
-            st->cursor = (st->cursor + 1) & st->mask;
+            cur = (cur + 1) & mask;
             advances--;
         }
     }
+    st->cursor = cur;
 }
 
 /* Moves the table to cap slots (a power of two, more than it holds). Returns 0 or CX_ENOMEM
  * (the old table stays). */
 static int grow_to(embedded_store_t *s, stripe_t *st, size_t cap)
 {
-    if (cap > (SIZE_MAX - HUGE_PAGE) / sizeof(entry_t))
+    /* Home slots come from the 32 hash bits an entry keeps. */
+    if ((uint64_t)cap > ((uint64_t)1 << 32) || cap > (SIZE_MAX - HUGE_PAGE) / sizeof(entry_t))
         return CX_ENOMEM;
-    /* A table of 2 MiB or more is placed on 2 MiB boundaries and offered transparent huge
-     * pages: its probes are random, and with 4 KiB pages nearly every one was a TLB miss (the
-     * page walk showed up as most of a claim's time). */
+    /* Entries are aligned on their size, so each is one aligned pair of cache lines (what the
+     * adjacent-line prefetcher fetches together). A table of 2 MiB or more is placed on 2 MiB
+     * boundaries and offered transparent huge pages: its probes are random, and with 4 KiB
+     * pages nearly every one was a TLB miss (the page walk showed up as most of a claim's
+     * time). */
     size_t bytes = cap * sizeof(entry_t);
-    size_t extra = bytes >= HUGE_PAGE ? HUGE_PAGE : 0;
-    char *mem = s->alloc.alloc(s->alloc.ud, bytes + extra);
+    size_t align = bytes >= HUGE_PAGE ? HUGE_PAGE : sizeof(entry_t);
+    char *mem = s->alloc.alloc(s->alloc.ud, bytes + align);
     if (mem == NULL)
         return CX_ENOMEM;
-    entry_t *slots = (entry_t *)(void *)mem;
-    if (extra) {
-        slots = (entry_t *)(void *)(mem + (HUGE_PAGE - (uintptr_t)mem % HUGE_PAGE) % HUGE_PAGE);
+    entry_t *slots = (entry_t *)(void *)(mem + (align - (uintptr_t)mem % align) % align);
 #ifdef MADV_HUGEPAGE
+    if (align == HUGE_PAGE)
         (void)madvise(slots, bytes - bytes % HUGE_PAGE, MADV_HUGEPAGE); /* advice only */
 #endif
-    }
     memset(slots, 0, bytes);
     size_t mask = cap - 1;
     if (st->slots) {
         for (size_t i = 0; i <= st->mask; i++) {
             if (st->slots[i].hash == 0)
                 continue;
-            size_t j = (size_t)st->slots[i].hash & mask;
+            size_t j = st->slots[i].hash & mask;
             while (slots[j].hash != 0)
                 j = (j + 1) & mask;
             slots[j] = st->slots[i];
@@ -280,23 +329,25 @@ static void live_return_credits(embedded_store_t *s, size_t credits)
         atomic_fetch_sub_explicit(&s->live, credits, memory_order_relaxed);
 }
 
-/* Inserts key as a new processing entry, its room taken from *credits when there are some
- * (credits may be NULL). Returns 0, CX_ENOMEM or CX_ENOSPC. */
-static int insert(embedded_store_t *s, stripe_t *st, uint64_t h, const cx_dedupe_item_t *it,
-                  size_t len, int64_t now, int64_t expires, size_t *credits)
+/* Puts a new entry for it->key (absent from the table) into slot i, the empty slot find
+ * returned (any value when the stripe has no table yet), its room taken from *credits when
+ * there are some (credits may be NULL). Returns 0, CX_ENOMEM or CX_ENOSPC. */
+static int insert(embedded_store_t *s, stripe_t *st, size_t i, uint64_t h,
+                  const cx_dedupe_item_t *it, size_t len, uint8_t state, int64_t now,
+                  int64_t expires, size_t *credits)
 {
     bool credited = credits && *credits > 0;
+    bool moved = st->slots == NULL; /* true once slot i may no longer be the key's */
     if (credited) {
         (*credits)--;
     } else if (!live_reserve(s)) {
         /* At the limit: expired entries of this stripe may free room; if not, the caller
          * sweeps the other stripes (never locked from here: one lock at a time). */
         sweep(s, st, now, true);
+        moved = true;
         if (!live_reserve(s))
             return CX_ENOSPC;
     }
-    bool found = false;
-    size_t i = st->slots ? find(st, h, it->key, len, &found) : 0;
     /* Load factor 3/4: sweep first, grow only when expired entries do not make room. */
     if (st->slots == NULL || (st->count + 1) * 4 > (st->mask + 1) * 3) {
         if (st->slots)
@@ -305,19 +356,29 @@ static int insert(embedded_store_t *s, stripe_t *st, uint64_t h, const cx_dedupe
             if (grow(s, st) != 0)
                 goto fail;
         }
+        moved = true;
+    }
+    if (moved) {
+        bool found;
         i = find(st, h, it->key, len, &found);
     }
-    char *copy = s->alloc.alloc(s->alloc.ud, len + 1);
-    if (copy == NULL)
-        goto fail;
-    memcpy(copy, it->key, len + 1);
+    char *spill = NULL;
+    if (len > INLINE_KEY) {
+        spill = s->alloc.alloc(s->alloc.ud, len);
+        if (spill == NULL)
+            goto fail;
+        memcpy(spill, it->key, len);
+    }
     entry_t *e = &st->slots[i];
-    e->hash = h;
-    e->key = copy;
-    e->keylen = (uint32_t)len;
-    e->state = E_PROCESSING;
+    e->hash = (uint32_t)h;
+    e->keylen = (uint16_t)len;
+    e->state = state;
     e->expires_ms = expires;
-    memcpy(e->token, it->token, CX__DEDUPE_TOKEN_LEN);
+    token_pack(e->token, it->token);
+    if (spill)
+        e->key.spill = spill;
+    else
+        memcpy(e->key.bytes, it->key, len);
     st->count++;
     return 0;
 fail:
@@ -330,23 +391,26 @@ fail:
 
 /* ---- The store operations --------------------------------------------------------------- */
 
+/* The key's hash: the top bits pick the stripe, the low 32 bits (never 0: 0 marks an empty
+ * slot) the slot, so the two stay independent. */
 static uint64_t hash_of(const embedded_store_t *s, const char *key, size_t len)
 {
     uint64_t h = siphash13(s->k0, s->k1, key, len);
-    return h ? h : 1;
+    return (uint32_t)h ? h : h | 1;
 }
 
 static stripe_t *stripe_of(embedded_store_t *s, uint64_t h)
 {
-    /* Top bits pick the stripe, low bits the slot: the two stay independent. */
     return &s->stripes[h >> (64 - STRIPE_BITS)].s;
 }
 
 #define PREFETCH_BLOCK 16
 
-/* Hashes m items and prefetches their home slots. The stripe is not locked: the slot array
- * read here may be replaced meanwhile, and a prefetch of a stale address is harmless (it
- * never faults and changes nothing); the pointer and mask are read atomically. */
+/* Hashes m items and prefetches their home slots: the first line, and the second when the
+ * key reaches into it (a new key is written there, a found one compared). The stripe is not
+ * locked: the slot array read here may be replaced meanwhile, and a prefetch of a stale
+ * address is harmless (it never faults and changes nothing); the pointer and mask are read
+ * atomically. */
 static void prefetch_block(embedded_store_t *s, const cx_dedupe_item_t *items, size_t m,
                            uint64_t *hs, size_t *lens)
 {
@@ -356,8 +420,12 @@ static void prefetch_block(embedded_store_t *s, const cx_dedupe_item_t *items, s
         stripe_t *st = stripe_of(s, hs[k]);
         entry_t *slots = __atomic_load_n(&st->slots, __ATOMIC_RELAXED);
         size_t mask = __atomic_load_n(&st->mask, __ATOMIC_RELAXED);
-        if (slots)
-            __builtin_prefetch(&slots[(size_t)hs[k] & mask]);
+        if (slots) {
+            const entry_t *e = &slots[(uint32_t)hs[k] & mask];
+            __builtin_prefetch(e);
+            if (lens[k] > 64 - offsetof(entry_t, key))
+                __builtin_prefetch((const char *)e + 64);
+        }
     }
 }
 
@@ -373,7 +441,9 @@ static int release_one(embedded_store_t *s, const cx_dedupe_item_t *it, size_t l
     size_t i = st->slots ? find(st, h, it->key, len, &found) : 0;
     if (found) {
         entry_t *e = &st->slots[i];
-        bool mine = memcmp(e->token, it->token, CX__DEDUPE_TOKEN_LEN) == 0;
+        uint64_t tok[2];
+        token_pack(tok, it->token);
+        bool mine = token_eq(e->token, tok);
         if (e->expires_ms <= now || (mine && e->state == E_PROCESSING))
             delete_at(s, st, i); /* expired counts as released */
         else
@@ -416,8 +486,7 @@ static int embedded_claim(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size
     for (i = 0; i < n; i++) {
         cx_dedupe_item_t *it = &items[i];
         if (i % PREFETCH_BLOCK == 0)
-            prefetch_block(s, items + i, n - i < PREFETCH_BLOCK ? n - i : PREFETCH_BLOCK, hs,
-                           lens);
+            prefetch_block(s, items + i, n - i < PREFETCH_BLOCK ? n - i : PREFETCH_BLOCK, hs, lens);
         size_t len = lens[i % PREFETCH_BLOCK]; /* bounded by cx__dedupe_check_claim */
         uint64_t h = hs[i % PREFETCH_BLOCK];
         stripe_t *st = stripe_of(s, h);
@@ -432,13 +501,13 @@ static int embedded_claim(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size
                  * the key is free again, the entry is reused in place. */
                 e->state = E_PROCESSING;
                 e->expires_ms = expires;
-                memcpy(e->token, it->token, CX__DEDUPE_TOKEN_LEN);
+                token_pack(e->token, it->token);
                 it->state = CX_CLAIM_OWNED;
             } else {
                 it->state = e->state == E_DONE ? CX_CLAIM_DONE : CX_CLAIM_IN_PROGRESS;
             }
         } else {
-            rc = insert(s, st, h, it, len, now, expires, &credits);
+            rc = insert(s, st, slot, h, it, len, E_PROCESSING, now, expires, &credits);
             it->state = CX_CLAIM_OWNED;
         }
         if (rc == 0)
@@ -494,6 +563,8 @@ static int embedded_complete(cx_dedupe_store_t *base, cx_dedupe_item_t *items, s
             continue;
         }
         uint32_t ttl_s = it->done_ttl_s ? it->done_ttl_s : CX_DEDUPE_DEFAULT_DONE_TTL_S;
+        uint64_t tok[2];
+        token_pack(tok, it->token);
         uint64_t h = hash_of(s, it->key, len);
         stripe_t *st = stripe_of(s, h);
         pthread_mutex_lock(&st->mu);
@@ -506,9 +577,9 @@ static int embedded_complete(cx_dedupe_store_t *base, cx_dedupe_item_t *items, s
              * the redelivery is deduped (the same as an absent key below). */
             e->state = E_DONE;
             e->expires_ms = done_expires;
-            memcpy(e->token, it->token, CX__DEDUPE_TOKEN_LEN);
+            memcpy(e->token, tok, sizeof tok);
             it->rc = 0;
-        } else if (e && memcmp(e->token, it->token, CX__DEDUPE_TOKEN_LEN) == 0) {
+        } else if (e && token_eq(e->token, tok)) {
             /* Still ours; done already means an earlier complete of this claim. */
             if (e->state == E_PROCESSING) {
                 e->state = E_DONE;
@@ -520,14 +591,10 @@ static int embedded_complete(cx_dedupe_store_t *base, cx_dedupe_item_t *items, s
              * item is processed whatever that claim does next (docs/internals/dedupe-store.md). */
             e->state = E_DONE;
             e->expires_ms = done_expires;
-            memcpy(e->token, it->token, CX__DEDUPE_TOKEN_LEN);
+            memcpy(e->token, tok, sizeof tok);
             it->rc = CX_ETIMEOUT;
         } else {
-            it->rc = insert(s, st, h, it, len, now, done_expires, NULL);
-            if (it->rc == 0) {
-                size_t at = find(st, h, it->key, len, &found);
-                st->slots[at].state = E_DONE;
-            }
+            it->rc = insert(s, st, slot, h, it, len, E_DONE, now, done_expires, NULL);
         }
         pthread_mutex_unlock(&st->mu);
     }
@@ -579,6 +646,8 @@ static int embedded_renew(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size
             continue;
         }
         it->rc = 0;
+        uint64_t tok[2];
+        token_pack(tok, it->token);
         uint64_t h = hash_of(s, it->key, len);
         stripe_t *st = stripe_of(s, h);
         pthread_mutex_lock(&st->mu);
@@ -588,15 +657,15 @@ static int embedded_renew(cx_dedupe_store_t *base, cx_dedupe_item_t *items, size
         if (e && e->expires_ms <= now) {
             e->state = E_PROCESSING; /* lapsed, nobody took it: ours again */
             e->expires_ms = expires;
-            memcpy(e->token, it->token, CX__DEDUPE_TOKEN_LEN);
+            memcpy(e->token, tok, sizeof tok);
         } else if (e && e->state == E_DONE) {
             states[i] = CX_CLAIM_DONE;
-        } else if (e && memcmp(e->token, it->token, CX__DEDUPE_TOKEN_LEN) != 0) {
+        } else if (e && !token_eq(e->token, tok)) {
             states[i] = CX_CLAIM_IN_PROGRESS;
         } else if (e) {
             e->expires_ms = expires;
         } else {
-            rc = insert(s, st, h, it, len, now, expires, NULL);
+            rc = insert(s, st, slot, h, it, len, E_PROCESSING, now, expires, NULL);
         }
         pthread_mutex_unlock(&st->mu);
     }
@@ -629,8 +698,8 @@ static void embedded_destroy(cx_dedupe_store_t *base)
         stripe_t *st = &s->stripes[k].s;
         if (st->slots) {
             for (size_t i = 0; i <= st->mask; i++) {
-                if (st->slots[i].hash != 0)
-                    s->alloc.free(s->alloc.ud, st->slots[i].key);
+                if (st->slots[i].hash != 0 && st->slots[i].keylen > INLINE_KEY)
+                    s->alloc.free(s->alloc.ud, st->slots[i].key.spill);
             }
             s->alloc.free(s->alloc.ud, st->mem);
         }
