@@ -59,6 +59,18 @@ static int fails_str(const char *text)
     return fails(text, strlen(text));
 }
 
+/* Parses text[0..len); asserts the code and the message. */
+static void fails_why(const char *text, size_t len, int code, const char *why)
+{
+    const cx_mj_t *v = &sentinel;
+    cx_error_t err;
+    cx_error_clear(&err);
+    assert_int_equal(cx_mj_parse(&arena, text, len, &v, &err), code);
+    assert_null(v);
+    assert_int_equal(err.code, code);
+    assert_string_equal(err.message, why);
+}
+
 /* ---- structure -------------------------------------------------------------------------- */
 
 static void test_object_members_items_and_lookups(void **state)
@@ -213,6 +225,214 @@ static void test_unterminated_string_is_ejson(void **state)
     (void)state;
     assert_int_equal(fails_str("\"abc"), CX_EJSON);
     assert_int_equal(fails_str("{\"abc"), CX_EJSON);
+}
+
+/* Strings are produced in place in the reader's copy of the input: these pin what that can get
+ * wrong (a NUL or an unescaped byte landing on a neighbour, a run moved to the wrong place, the
+ * 8-byte scan missing a special byte or reading past the end). */
+
+static void test_escape_at_the_very_end_of_a_string(void **state)
+{
+    (void)state;
+    const cx_mj_t *v = ok("[\"abc\\n\",\"\\\\\",\"x\\u00e9\",\"y\\ud83d\\ude00\",\"\\\"\"]");
+    const char *want[] = {"abc\n", "\\", "x\xc3\xa9", "y\xf0\x9f\x98\x80", "\""};
+    assert_int_equal(cx_mj_len(v), 5);
+    for (size_t i = 0; i < 5; i++) {
+        assert_string_equal(cx_mj_str(cx_mj_at(v, i)), want[i]);
+        assert_int_equal(cx_mj_at(v, i)->n, strlen(want[i]));
+    }
+    assert_string_equal(cx_mj_str(ok("\"\\t\"")), "\t");
+}
+
+static void test_adjacent_strings_keep_their_own_bytes(void **state)
+{
+    (void)state;
+    const cx_mj_t *v = ok("[\"a\",\"\",\"bc\",\"\\n\",\"\\u0041\",\"d\"]");
+    const char *want[] = {"a", "", "bc", "\n", "A", "d"};
+    assert_int_equal(cx_mj_len(v), 6);
+    for (size_t i = 0; i < 6; i++) {
+        assert_string_equal(cx_mj_str(cx_mj_at(v, i)), want[i]);
+        assert_int_equal(cx_mj_at(v, i)->n, strlen(want[i]));
+    }
+    v = ok("{\"a\":\"b\",\"c\\t\":\"d\\\"\",\"\":\"\"}");
+    assert_string_equal(cx_mj_gets(v, "a"), "b");
+    assert_string_equal(cx_mj_gets(v, "c\t"), "d\"");
+    assert_string_equal(cx_mj_gets(v, ""), "");
+}
+
+static void test_unicode_escapes_of_every_width_between_plain_runs(void **state)
+{
+    (void)state;
+    /* 6 input bytes give 1, 2 and 3 output bytes, 12 give 4: the plain runs between them move
+     * back by the difference, which grows along the string */
+    const cx_mj_t *v = ok("\"ab\\u0041cdefghij\\u00e9klmnopqr\\u20acstuvwxyz0\\ud83d\\ude00"
+                          "123456789\\ud83d\\ude00\\u20ac\\u00e9\\u0041!\"");
+    const char *want = "abAcdefghij\xc3\xa9klmnopqr\xe2\x82\xacstuvwxyz0\xf0\x9f\x98\x80"
+                       "123456789\xf0\x9f\x98\x80\xe2\x82\xac\xc3\xa9"
+                       "A!";
+    assert_string_equal(cx_mj_str(v), want);
+    assert_int_equal(v->n, strlen(want));
+}
+
+static void test_surrogate_pairs_at_start_end_and_in_a_row(void **state)
+{
+    (void)state;
+    const cx_mj_t *v =
+        ok("[\"\\ud83d\\ude00x\",\"x\\uD83D\\uDE00\",\"\\ud800\\udc00\\udbff\\udfff\"]");
+    assert_string_equal(cx_mj_str(cx_mj_at(v, 0)), "\xf0\x9f\x98\x80x");
+    assert_string_equal(cx_mj_str(cx_mj_at(v, 1)), "x\xf0\x9f\x98\x80");
+    assert_string_equal(cx_mj_str(cx_mj_at(v, 2)), "\xf0\x90\x80\x80\xf4\x8f\xbf\xbf");
+    assert_int_equal(cx_mj_at(v, 2)->n, 8);
+}
+
+static void test_keys_with_escapes_are_unescaped(void **state)
+{
+    (void)state;
+    const cx_mj_t *v = ok("{\"a\\u0062c\":1,\"\\n\":2,\"\\u00e9t\\u00e9\":3,\"q\\\"\":\"x\"}");
+    assert_int_equal(cx_mj_get(v, "abc")->u.num.i, 1);
+    assert_int_equal(cx_mj_get(v, "\n")->u.num.i, 2);
+    assert_int_equal(cx_mj_get(v, "\xc3\xa9t\xc3\xa9")->u.num.i, 3);
+    assert_string_equal(cx_mj_gets(v, "q\""), "x");
+}
+
+static void test_string_without_closing_quote_at_end_of_input(void **state)
+{
+    (void)state;
+    const char *bad[] = {"\"",
+                         "\"abc",
+                         "[\"abc",
+                         "{\"a\":\"b",
+                         "{\"a",
+                         "\"ab\\n",
+                         "\"ab\\u00e9",
+                         "\"\\ud83d\\ude00",
+                         "\"\xc3\xa9",
+                         "\"\\\\",
+                         "\"0123456789abcdef"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        fails_why(bad[i], strlen(bad[i]), CX_EJSON, "unterminated string");
+    fails_why("\"ab\\", 4, CX_EJSON, "unterminated string");
+    fails_why("\"ab\\u12", 7, CX_EJSON, "bad \\u escape");
+    fails_why("\"ab\\ud83d\\ude0", 14, CX_EJSON, "lone surrogate in a \\u escape");
+    fails_why("\"ab\xe2\x82", 5, CX_EJSON, "invalid UTF-8 in a string");
+    /* the closing quote just past len is not read */
+    fails_why("\"abc\"", 4, CX_EJSON, "unterminated string");
+}
+
+static void test_nul_bytes_inside_the_input_are_refused_where_they_stand(void **state)
+{
+    (void)state;
+    fails_why("\"a\0b\"", 5, CX_EJSON, "control character in a string");
+    fails_why("\"\0", 2, CX_EJSON, "control character in a string");
+    fails_why("[\0]", 3, CX_EJSON, "bad number");
+    fails_why("[1\0]", 4, CX_EJSON, "expected ',' or ']'");
+    fails_why("{\0}", 3, CX_EJSON, "expected a member name");
+    fails_why("{\"a\"\0:1}", 8, CX_EJSON, "expected ':'");
+    fails_why("1\0", 2, CX_EJSON, "trailing bytes after the JSON value");
+    fails_why("tru\0", 4, CX_EJSON, "unexpected character");
+    fails_why("", 0, CX_EJSON, "unexpected end of input");
+    fails_why("[1", 2, CX_EJSON, "unterminated container");
+    fails_why("[", 1, CX_EJSON, "unexpected end of input");
+    fails_why("nul", 3, CX_EJSON, "unexpected character");
+}
+
+/* The 8-byte scan: a special byte at every offset 0..15 of a string that starts at every
+ * offset 0..7 of the input, so it falls in every lane of the first, second and third word. */
+static void test_special_byte_at_every_offset_and_alignment(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;  /* what stands at the offset */
+        const char *out; /* what it becomes, NULL when refused */
+        const char *why; /* the message when refused */
+    } specials[] = {
+        {"\\n", "\n", NULL},
+        {"\\\"", "\"", NULL},
+        {"\\u00e9", "\xc3\xa9", NULL},
+        {"\\ud83d\\ude00", "\xf0\x9f\x98\x80", NULL},
+        {"\xc3\xa9", "\xc3\xa9", NULL},
+        {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80", NULL},
+        {"\x7f", "\x7f", NULL}, /* DEL is a plain byte */
+        {" ", " ", NULL},
+        {"!", "!", NULL}, /* '"' - 1 and '"' + 1, '\\' - 1 and '\\' + 1 */
+        {"#", "#", NULL},
+        {"[", "[", NULL},
+        {"]", "]", NULL},
+        {"\x1f", NULL, "control character in a string"},
+        {"\x01", NULL, "control character in a string"},
+        {"\xc3", NULL, "invalid UTF-8 in a string"},
+        {"\x80", NULL, "invalid UTF-8 in a string"},
+        {"\\x", NULL, "bad escape"},
+    };
+    char text[128], want[128];
+    for (size_t k = 0; k < sizeof specials / sizeof specials[0]; k++) {
+        for (size_t align = 0; align < 8; align++) {
+            for (size_t off = 0; off < 16; off++) {
+                size_t o = 0, w = 0;
+                memset(text, ' ', align);
+                o = align;
+                text[o++] = '[';
+                text[o++] = '"';
+                for (size_t i = 0; i < off; i++)
+                    text[o++] = want[w++] = (char)('a' + i);
+                memcpy(text + o, specials[k].in, strlen(specials[k].in));
+                o += strlen(specials[k].in);
+                if (specials[k].out) {
+                    memcpy(want + w, specials[k].out, strlen(specials[k].out));
+                    w += strlen(specials[k].out);
+                }
+                for (size_t i = 0; i < 17; i++)
+                    text[o++] = want[w++] = (char)('A' + i);
+                want[w] = '\0';
+                memcpy(text + o, "\",\"z\"]", 6);
+                o += 6;
+                if (specials[k].out == NULL) {
+                    fails_why(text, o, CX_EJSON, specials[k].why);
+                    continue;
+                }
+                const cx_mj_t *v = NULL;
+                assert_int_equal(cx_mj_parse(&arena, text, o, &v, NULL), 0);
+                assert_string_equal(cx_mj_str(cx_mj_at(v, 0)), want);
+                assert_int_equal(cx_mj_at(v, 0)->n, w);
+                assert_string_equal(cx_mj_str(cx_mj_at(v, 1)), "z");
+            }
+        }
+    }
+}
+
+/* A string ending at every offset 0..23 of the input without its closing quote: the scan stops
+ * at the end of the input whatever its alignment. */
+static void test_unterminated_string_of_every_length(void **state)
+{
+    (void)state;
+    char text[32];
+    for (size_t n = 0; n < 24; n++) {
+        text[0] = '"';
+        memset(text + 1, 'x', n);
+        text[n + 1] = '"'; /* past len: not part of the input */
+        fails_why(text, n + 1, CX_EJSON, "unterminated string");
+        assert_int_equal(cx_mj_parse(&arena, text, n + 2, &(const cx_mj_t *){NULL}, NULL), 0);
+    }
+}
+
+static void test_tree_does_not_reference_the_input(void **state)
+{
+    (void)state;
+    const char *json = "{\"k\\u0065y\":[\"plain\",\"esc\\naped\",12,\"\"],\"b\":true}";
+    size_t len = strlen(json);
+    char *text = malloc(len);
+    assert_non_null(text);
+    memcpy(text, json, len);
+    const cx_mj_t *v = NULL;
+    assert_int_equal(cx_mj_parse(&arena, text, len, &v, NULL), 0);
+    memset(text, '#', len);
+    free(text);
+    const cx_mj_t *a = cx_mj_get(v, "key");
+    assert_string_equal(cx_mj_str(cx_mj_at(a, 0)), "plain");
+    assert_string_equal(cx_mj_str(cx_mj_at(a, 1)), "esc\naped");
+    assert_int_equal(cx_mj_at(a, 2)->u.num.i, 12);
+    assert_string_equal(cx_mj_str(cx_mj_at(a, 3)), "");
+    assert_true(cx_mj_true(cx_mj_get(v, "b")));
 }
 
 /* ---- numbers ---------------------------------------------------------------------------- */
@@ -437,6 +657,16 @@ int main(void)
         T(test_lone_surrogates_and_nul_escape_are_ejson),
         T(test_invalid_utf8_and_control_characters_are_ejson),
         T(test_unterminated_string_is_ejson),
+        T(test_escape_at_the_very_end_of_a_string),
+        T(test_adjacent_strings_keep_their_own_bytes),
+        T(test_unicode_escapes_of_every_width_between_plain_runs),
+        T(test_surrogate_pairs_at_start_end_and_in_a_row),
+        T(test_keys_with_escapes_are_unescaped),
+        T(test_string_without_closing_quote_at_end_of_input),
+        T(test_nul_bytes_inside_the_input_are_refused_where_they_stand),
+        T(test_special_byte_at_every_offset_and_alignment),
+        T(test_unterminated_string_of_every_length),
+        T(test_tree_does_not_reference_the_input),
         T(test_integers_that_fit_int64_are_exact),
         T(test_fractions_exponents_and_huge_integers_are_doubles),
         T(test_bad_numbers_are_ejson),

@@ -45,6 +45,8 @@ CX_API const cx_allocator_t *cx_allocator_default(void);
 CX_API void cx_arena_init(cx_arena_t *a, const cx_allocator_t *allocator, size_t limit);
 /* size bytes aligned for any type, zeroed; NULL past the limit or on allocator failure. */
 CX_API void *cx_arena_alloc(cx_arena_t *a, size_t size);
+/* As cx_arena_alloc without the zeroing: for memory the caller overwrites whole at once. */
+CX_API void *cx_arena_alloc_uninit(cx_arena_t *a, size_t size);
 /* A copy of s[0..len) plus a NUL, or NULL. */
 CX_API char *cx_arena_strndup(cx_arena_t *a, const char *s, size_t len);
 /* Frees every chunk; the arena can be used again. a may be NULL. */

@@ -5,10 +5,11 @@
  * limits bite"): jansson allocates every value, string and object hash table with malloc and
  * frees them one by one; on this machine it reads a 2 KB WhatsApp batch in about 35-70 us,
  * more than the whole budget of the adapter benchmark (10 items in 50 us: 200,000 items/s).
- * This reader builds an immutable tree in the request arena: strings are unescaped once and
- * are then used as they are by the canonical messages (no second copy), objects are arrays of
- * members searched linearly (provider objects have a handful of keys), and everything is
- * released with the arena.
+ * This reader builds an immutable tree in the request arena: the input is copied once into the
+ * arena and every key and string is produced in place in that copy (unescaped there when it
+ * has escapes), then used as it is by the canonical messages (no second copy); objects are
+ * arrays of members searched linearly (provider objects have a handful of keys), and
+ * everything is released with the arena.
  *
  * What it accepts is RFC 8259 JSON: one value with optional surrounding whitespace; strings
  * must be valid UTF-8 (surrogate pairs in \u escapes are combined; a lone surrogate or
@@ -26,8 +27,9 @@
  *     const char *id = cx_mj_gets(cx_mj_at(cx_mj_get(root, "items"), 0), "id");
  *
  * Ownership: every value, key and string lives in the arena passed to cx_mj_parse and is valid
- * until that arena is released; the input text is not referenced after the call. Thread-safe
- * with distinct arenas; a parsed tree is immutable and may be read from any thread.
+ * until that arena is released; the input text is not referenced after the call. The arena
+ * holds the copy of the input (len + 8 bytes) and the tree. Thread-safe with distinct arenas;
+ * a parsed tree is immutable and may be read from any thread.
  */
 #ifndef CX_JSON_READER_H
 #define CX_JSON_READER_H
@@ -78,9 +80,10 @@ struct cx_mj_member_s {
     cx_mj_t value;
 };
 
-/* Parses text[0..len) into *out (in arena). Returns 0, CX_EJSON (not JSON, bad UTF-8, \u0000,
- * trailing bytes), CX_ELIMIT (deeper than CX_MJ_MAX_DEPTH, a string or container larger than
- * 2^32) or CX_ENOSPC (arena). err->message says which (no payload); err may be NULL. */
+/* Parses text[0..len) into *out (in arena; text is copied there first). Returns 0, CX_EJSON (not
+ * JSON, bad UTF-8, \u0000, trailing bytes), CX_ELIMIT (deeper than CX_MJ_MAX_DEPTH, a string or
+ * container larger than 2^32) or CX_ENOSPC (arena, the copy included). err->message says which
+ * (no payload); err may be NULL. */
 CX_API int cx_mj_parse(cx_arena_t *a, const char *text, size_t len, const cx_mj_t **out,
                        cx_error_t *err);
 

@@ -7,7 +7,8 @@
  * never passes `limit`: near the limit a chunk shrinks to what is left rather than failing
  * early. Allocations are rounded to 16 bytes so every pointer suits any C type (including long
  * double and SSE vectors), and are zeroed because protobuf-c and the JSON decoder expect
- * zero-initialised structs.
+ * zero-initialised structs; cx_arena_alloc_uninit skips that for memory about to be overwritten
+ * whole (the JSON reader's copy of its input and the arrays it fills from its scratch stack).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -106,7 +107,8 @@ static cx_arena_chunk_t *new_chunk(cx_arena_t *a, size_t asize)
     return c;
 }
 
-void *cx_arena_alloc(cx_arena_t *a, size_t size)
+/* The bump allocation both entry points share, inlined into each so neither calls the other. */
+static inline void *bump(cx_arena_t *a, size_t size)
 {
     if (a == NULL)
         return NULL;
@@ -124,8 +126,20 @@ void *cx_arena_alloc(cx_arena_t *a, size_t size)
     void *p = c->cur;
     c->cur += asize;
     a->used += asize;
-    memset(p, 0, size);
     return p;
+}
+
+void *cx_arena_alloc(cx_arena_t *a, size_t size)
+{
+    void *p = bump(a, size);
+    if (p != NULL)
+        memset(p, 0, size);
+    return p;
+}
+
+void *cx_arena_alloc_uninit(cx_arena_t *a, size_t size)
+{
+    return bump(a, size);
 }
 
 char *cx_arena_strndup(cx_arena_t *a, const char *s, size_t len)

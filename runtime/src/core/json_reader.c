@@ -1,9 +1,22 @@
 /* The arena JSON reader for connectors (cx/json_reader.h).
  *
- * Recursive descent, depth-limited. Children of the containers being read are collected on one
- * scratch stack (a small buffer on the C stack, grown on the heap for large arrays) and copied
- * into the arena, exactly sized, when their container closes; strings are measured and
- * validated in a first scan, then copied (or unescaped) once into the arena.
+ * Recursive descent, depth-limited, over a copy of the input made once into the arena. Strings
+ * are produced in place in that copy: a string without escapes is a pointer to its first byte,
+ * its closing quote overwritten by the NUL; a string with escapes is unescaped in place, the
+ * output never longer than the escapes it replaces (\uXXXX gives at most 3 bytes, a surrogate
+ * pair of 12 bytes 4), so the writer never overtakes the reader. Keys and values then cost no
+ * allocation and no second copy; in memory the copy costs about what one allocation per string
+ * would (each rounded up to the arena's 16 bytes).
+ *
+ * The copy ends with COPY_TAIL NUL bytes. The first is a sentinel: no token can continue
+ * through a NUL, so the scanners stop on it without an end check in their loops, and compare
+ * with the end only once they have stopped: a NUL inside the input is still a control
+ * character in a string and an unexpected character elsewhere. The others let the string
+ * scanner read 8 bytes at any position up to the sentinel.
+ *
+ * Children of the containers being read are collected on one scratch stack (a small buffer on
+ * the C stack, grown on the heap for large arrays) and copied into the arena, exactly sized,
+ * when their container closes.
  */
 #include "cx/json_reader.h"
 
@@ -15,9 +28,10 @@
 
 #define SCRATCH_INLINE 128
 #define MAX_NUMBER_TEXT 512
+#define COPY_TAIL 8
 
 typedef struct parser_s {
-    const unsigned char *p, *end;
+    unsigned char *p, *end; /* in the arena copy; *end is the sentinel NUL */
     cx_arena_t *a;
     int depth;
     int code;        /* first error */
@@ -38,8 +52,8 @@ static int fail(parser_t *ps, int code, const char *why)
 
 static void skip_ws(parser_t *ps)
 {
-    const unsigned char *p = ps->p;
-    while (p < ps->end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+    unsigned char *p = ps->p;
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')
         p++;
     ps->p = p;
 }
@@ -119,174 +133,190 @@ static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
     return n;
 }
 
-static char *put_utf8(char *o, unsigned cp)
+static unsigned char *put_utf8(unsigned char *o, unsigned cp)
 {
     if (cp < 0x80) {
-        *o++ = (char)cp;
+        *o++ = (unsigned char)cp;
     } else if (cp < 0x800) {
-        *o++ = (char)(0xC0 | cp >> 6);
-        *o++ = (char)(0x80 | (cp & 0x3F));
+        *o++ = (unsigned char)(0xC0 | cp >> 6);
+        *o++ = (unsigned char)(0x80 | (cp & 0x3F));
     } else if (cp < 0x10000) {
-        *o++ = (char)(0xE0 | cp >> 12);
-        *o++ = (char)(0x80 | (cp >> 6 & 0x3F));
-        *o++ = (char)(0x80 | (cp & 0x3F));
+        *o++ = (unsigned char)(0xE0 | cp >> 12);
+        *o++ = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+        *o++ = (unsigned char)(0x80 | (cp & 0x3F));
     } else {
-        *o++ = (char)(0xF0 | cp >> 18);
-        *o++ = (char)(0x80 | (cp >> 12 & 0x3F));
-        *o++ = (char)(0x80 | (cp >> 6 & 0x3F));
-        *o++ = (char)(0x80 | (cp & 0x3F));
+        *o++ = (unsigned char)(0xF0 | cp >> 18);
+        *o++ = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
+        *o++ = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+        *o++ = (unsigned char)(0x80 | (cp & 0x3F));
     }
     return o;
 }
 
-/* ps->p is just past the opening quote. */
-static int parse_string(parser_t *ps, const char **out, uint32_t *out_len)
+#define ONES UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+
+/* The first byte at or after p that a string cannot hold as it is: '"', '\\', a control
+ * character (the sentinel included) or a byte >= 0x80 (UTF-8, validated a sequence at a time).
+ * Eight bytes at a time: a byte is flagged in m when it is below 0x20 (w - 0x20 wraps), equal
+ * to '"' or '\\' (its XOR with them is 0, which wraps when 1 is subtracted) or has its high
+ * bit set. A byte below 0x80 sets no high bit in these differences unless it wraps, and only a
+ * wrapping byte borrows from the next, so the lowest flagged byte is exactly the first special
+ * one (bytes above it may be flagged by its borrow, and are never looked at). */
+static unsigned char *skip_plain(unsigned char *p)
 {
-    const unsigned char *start = ps->p, *p = start, *end = ps->end;
-    int escapes = 0;
-    /* First scan: find the closing quote, validate UTF-8 and escapes. */
     for (;;) {
-        while (p < end && *p >= 0x20 && *p != '"' && *p != '\\' && *p < 0x80)
-            p++;
-        if (p == end)
-            return fail(ps, CX_EJSON, "unterminated string");
+        uint64_t w;
+        memcpy(&w, p, sizeof w);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        w = __builtin_bswap64(w); /* the first byte in the low bits, borrows towards later ones */
+#endif
+        uint64_t q = w ^ (ONES * '"'), b = w ^ (ONES * '\\');
+        uint64_t m = ((w - ONES * 0x20) | (q - ONES) | (b - ONES) | w) & HIGHS;
+        if (m != 0)
+            return p + (__builtin_ctzll(m) >> 3);
+        p += 8;
+    }
+}
+
+/* The rest of a string whose first run of plain bytes ended at p on something other than its
+ * closing quote: validates and unescapes in one pass, in place. o is where the unescaped text
+ * goes once the first escape has been met (NULL before: until then the string stays where it
+ * was read). */
+static int parse_string_rest(parser_t *ps, unsigned char *start, unsigned char *p, const char **out,
+                             uint32_t *out_len)
+{
+    unsigned char *end = ps->end, *o = NULL, *run = start;
+    for (;;) {
+        while (*p >= 0x80) {
+            size_t n = utf8_seq(p, end);
+            if (n == 0)
+                return fail(ps, CX_EJSON, "invalid UTF-8 in a string");
+            p = skip_plain(p + n);
+        }
+        if (o != NULL) {
+            memmove(o, run, (size_t)(p - run));
+            o += p - run;
+        }
         unsigned c = *p;
         if (c == '"')
             break;
-        if (c < 0x20)
-            return fail(ps, CX_EJSON, "control character in a string");
-        if (c == '\\') {
-            escapes = 1;
-            if (end - p < 2)
+        if (c != '\\') {
+            if (p == end)
                 return fail(ps, CX_EJSON, "unterminated string");
-            unsigned e = p[1];
-            if (e == 'u') {
-                unsigned v;
-                if (end - p < 6 || hex4(p + 2, &v) != 0)
-                    return fail(ps, CX_EJSON, "bad \\u escape");
-                if (v == 0)
-                    return fail(ps, CX_EJSON, "\\u0000 in a string");
-                if (v >= 0xD800 && v <= 0xDBFF) {
-                    unsigned lo;
-                    if (end - p < 12 || p[6] != '\\' || p[7] != 'u' || hex4(p + 8, &lo) != 0 ||
-                        lo < 0xDC00 || lo > 0xDFFF)
-                        return fail(ps, CX_EJSON, "lone surrogate in a \\u escape");
-                    p += 12;
-                } else if (v >= 0xDC00 && v <= 0xDFFF) {
+            return fail(ps, CX_EJSON, "control character in a string");
+        }
+        if (o == NULL)
+            o = p;
+        if (end - p < 2)
+            return fail(ps, CX_EJSON, "unterminated string");
+        switch (p[1]) {
+        case '"':
+        case '\\':
+        case '/':
+            *o++ = p[1];
+            break;
+        case 'b':
+            *o++ = '\b';
+            break;
+        case 'f':
+            *o++ = '\f';
+            break;
+        case 'n':
+            *o++ = '\n';
+            break;
+        case 'r':
+            *o++ = '\r';
+            break;
+        case 't':
+            *o++ = '\t';
+            break;
+        case 'u': {
+            unsigned v, lo;
+            if (end - p < 6 || hex4(p + 2, &v) != 0)
+                return fail(ps, CX_EJSON, "bad \\u escape");
+            if (v == 0)
+                return fail(ps, CX_EJSON, "\\u0000 in a string");
+            if (v >= 0xD800 && v <= 0xDBFF) {
+                if (end - p < 12 || p[6] != '\\' || p[7] != 'u' || hex4(p + 8, &lo) != 0 ||
+                    lo < 0xDC00 || lo > 0xDFFF)
                     return fail(ps, CX_EJSON, "lone surrogate in a \\u escape");
-                } else {
-                    p += 6;
-                }
-            } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
-                       e == 'r' || e == 't') {
-                p += 2;
-            } else {
-                return fail(ps, CX_EJSON, "bad escape");
+                v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00);
+                p += 6;
+            } else if (v >= 0xDC00 && v <= 0xDFFF) {
+                return fail(ps, CX_EJSON, "lone surrogate in a \\u escape");
             }
-            continue;
+            o = put_utf8(o, v);
+            p += 4; /* and the 2 below */
+            break;
         }
-        size_t n = utf8_seq(p, end);
-        if (n == 0)
-            return fail(ps, CX_EJSON, "invalid UTF-8 in a string");
-        p += n;
+        default:
+            return fail(ps, CX_EJSON, "bad escape");
+        }
+        p += 2;
+        run = p;
+        p = skip_plain(p);
     }
-    size_t raw = (size_t)(p - start);
-    if (raw >= UINT32_MAX)
+    if ((size_t)(p - start) >= UINT32_MAX)
         return fail(ps, CX_ELIMIT, "string too long");
-    char *dst = cx_arena_alloc(ps->a, raw + 1);
-    if (dst == NULL)
-        return fail(ps, CX_ENOSPC, "request arena exhausted");
-    size_t len;
-    if (!escapes) {
-        memcpy(dst, start, raw);
-        len = raw;
-    } else {
-        char *o = dst;
-        for (const unsigned char *q = start; q < p;) {
-            if (*q != '\\') {
-                *o++ = (char)*q++;
-                continue;
-            }
-            unsigned e = q[1];
-            switch (e) {
-            case 'b':
-                *o++ = '\b';
-                q += 2;
-                break;
-            case 'f':
-                *o++ = '\f';
-                q += 2;
-                break;
-            case 'n':
-                *o++ = '\n';
-                q += 2;
-                break;
-            case 'r':
-                *o++ = '\r';
-                q += 2;
-                break;
-            case 't':
-                *o++ = '\t';
-                q += 2;
-                break;
-            case 'u': {
-                unsigned v = 0, lo = 0;
-                hex4(q + 2, &v);
-                if (v >= 0xD800 && v <= 0xDBFF) {
-                    hex4(q + 8, &lo);
-                    v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00);
-                    q += 12;
-                } else {
-                    q += 6;
-                }
-                o = put_utf8(o, v);
-                break;
-            }
-            default:
-                *o++ = (char)e;
-                q += 2;
-                break;
-            }
-        }
-        *o = '\0';
-        len = (size_t)(o - dst);
-    }
+    if (o == NULL)
+        o = p;
+    *o = '\0';
     ps->p = p + 1;
-    *out = dst;
-    *out_len = (uint32_t)len;
+    *out = (const char *)start;
+    *out_len = (uint32_t)(o - start);
     return 0;
+}
+
+/* ps->p is just past the opening quote. Most strings are one run of plain bytes: the closing
+ * quote becomes the NUL and the string is where it was read. */
+static int parse_string(parser_t *ps, const char **out, uint32_t *out_len)
+{
+    unsigned char *start = ps->p, *p = skip_plain(start);
+    if (*p != '"' || (size_t)(p - start) >= UINT32_MAX)
+        return parse_string_rest(ps, start, p, out, out_len);
+    *p = '\0';
+    ps->p = p + 1;
+    *out = (const char *)start;
+    *out_len = (uint32_t)(p - start);
+    return 0;
+}
+
+static int is_digit(unsigned c)
+{
+    return c - '0' < 10;
 }
 
 static int parse_number(parser_t *ps, cx_mj_t *v)
 {
-    const unsigned char *s = ps->p, *p = s, *end = ps->end;
-    if (p < end && *p == '-')
+    const unsigned char *s = ps->p, *p = s;
+    if (*p == '-')
         p++;
-    if (p == end || *p < '0' || *p > '9')
+    if (!is_digit(*p))
         return fail(ps, CX_EJSON, "bad number");
     if (*p == '0') {
         p++;
     } else {
-        while (p < end && *p >= '0' && *p <= '9')
+        while (is_digit(*p))
             p++;
     }
     int integer = 1;
-    if (p < end && *p == '.') {
+    if (*p == '.') {
         integer = 0;
         p++;
-        if (p == end || *p < '0' || *p > '9')
+        if (!is_digit(*p))
             return fail(ps, CX_EJSON, "bad number");
-        while (p < end && *p >= '0' && *p <= '9')
+        while (is_digit(*p))
             p++;
     }
-    if (p < end && (*p == 'e' || *p == 'E')) {
+    if (*p == 'e' || *p == 'E') {
         integer = 0;
         p++;
-        if (p < end && (*p == '+' || *p == '-'))
+        if (*p == '+' || *p == '-')
             p++;
-        if (p == end || *p < '0' || *p > '9')
+        if (!is_digit(*p))
             return fail(ps, CX_EJSON, "bad number");
-        while (p < end && *p >= '0' && *p <= '9')
+        while (is_digit(*p))
             p++;
     }
     size_t n = (size_t)(p - s);
@@ -319,7 +349,7 @@ static int parse_number(parser_t *ps, cx_mj_t *v)
             }
         }
     }
-    ps->p = p;
+    ps->p = (unsigned char *)p;
     return 0;
 }
 
@@ -333,7 +363,7 @@ static int parse_container(parser_t *ps, cx_mj_t *v, int object)
     size_t base = ps->top;
     skip_ws(ps);
     unsigned close = object ? '}' : ']';
-    if (ps->p < ps->end && *ps->p == close) {
+    if (*ps->p == close) {
         ps->p++;
     } else {
         for (;;) {
@@ -344,7 +374,7 @@ static int parse_container(parser_t *ps, cx_mj_t *v, int object)
             if (object) {
                 skip_ws(ps);
                 uint32_t klen;
-                if (ps->p == ps->end || *ps->p != '"')
+                if (*ps->p != '"')
                     return fail(ps, CX_EJSON, "expected a member name");
                 ps->p++;
                 const char *key;
@@ -353,7 +383,7 @@ static int parse_container(parser_t *ps, cx_mj_t *v, int object)
                 /* the stack may have moved while parsing: index, not pointer */
                 ps->stack[ps->top - 1].key = key;
                 skip_ws(ps);
-                if (ps->p == ps->end || *ps->p != ':')
+                if (*ps->p != ':')
                     return fail(ps, CX_EJSON, "expected ':'");
                 ps->p++;
             }
@@ -363,8 +393,6 @@ static int parse_container(parser_t *ps, cx_mj_t *v, int object)
                 return -1;
             ps->stack[idx].value = tmp;
             skip_ws(ps);
-            if (ps->p == ps->end)
-                return fail(ps, CX_EJSON, "unterminated container");
             if (*ps->p == ',') {
                 ps->p++;
                 continue;
@@ -373,6 +401,8 @@ static int parse_container(parser_t *ps, cx_mj_t *v, int object)
                 ps->p++;
                 break;
             }
+            if (ps->p == ps->end)
+                return fail(ps, CX_EJSON, "unterminated container");
             return fail(ps, CX_EJSON, object ? "expected ',' or '}'" : "expected ',' or ']'");
         }
     }
@@ -383,13 +413,13 @@ static int parse_container(parser_t *ps, cx_mj_t *v, int object)
     v->n = (uint32_t)n;
     if (n) {
         if (object) {
-            cx_mj_member_t *mem = cx_arena_alloc(ps->a, n * sizeof *mem);
+            cx_mj_member_t *mem = cx_arena_alloc_uninit(ps->a, n * sizeof *mem);
             if (mem == NULL)
                 return fail(ps, CX_ENOSPC, "request arena exhausted");
             memcpy(mem, ps->stack + base, n * sizeof *mem);
             v->u.members = mem;
         } else {
-            cx_mj_t *items = cx_arena_alloc(ps->a, n * sizeof *items);
+            cx_mj_t *items = cx_arena_alloc_uninit(ps->a, n * sizeof *items);
             if (items == NULL)
                 return fail(ps, CX_ENOSPC, "request arena exhausted");
             for (size_t i = 0; i < n; i++)
@@ -402,9 +432,11 @@ static int parse_container(parser_t *ps, cx_mj_t *v, int object)
     return 0;
 }
 
+/* The sentinel and the tail make the comparison safe up to the end: a word never matches
+ * across the NUL. */
 static int literal(parser_t *ps, const char *word, size_t n, cx_mj_type_t t, cx_mj_t *v)
 {
-    if ((size_t)(ps->end - ps->p) < n || memcmp(ps->p, word, n) != 0)
+    if (memcmp(ps->p, word, n) != 0)
         return fail(ps, CX_EJSON, "unexpected character");
     ps->p += n;
     v->type = (uint8_t)t;
@@ -415,8 +447,6 @@ static int parse_value(parser_t *ps, cx_mj_t *v)
 {
     memset(v, 0, sizeof *v);
     skip_ws(ps);
-    if (ps->p == ps->end)
-        return fail(ps, CX_EJSON, "unexpected end of input");
     switch (*ps->p) {
     case '{':
         return parse_container(ps, v, 1);
@@ -434,6 +464,8 @@ static int parse_value(parser_t *ps, cx_mj_t *v)
     case 'n':
         return literal(ps, "null", 4, CX_MJ_NULL, v);
     default:
+        if (ps->p == ps->end)
+            return fail(ps, CX_EJSON, "unexpected end of input");
         return parse_number(ps, v);
     }
 }
@@ -442,8 +474,7 @@ int cx_mj_parse(cx_arena_t *a, const char *text, size_t len, const cx_mj_t **out
 {
     *out = NULL;
     parser_t ps;
-    ps.p = (const unsigned char *)(text ? text : "");
-    ps.end = ps.p + (text ? len : 0);
+    ps.p = ps.end = NULL;
     ps.a = a;
     ps.depth = 0;
     ps.code = 0;
@@ -451,11 +482,20 @@ int cx_mj_parse(cx_arena_t *a, const char *text, size_t len, const cx_mj_t **out
     ps.stack = ps.inline_stack;
     ps.top = 0;
     ps.cap = SCRATCH_INLINE;
-    cx_mj_t *root = cx_arena_alloc(a, sizeof *root);
+    if (text == NULL)
+        len = 0;
+    unsigned char *copy =
+        len <= SIZE_MAX - COPY_TAIL ? cx_arena_alloc_uninit(a, len + COPY_TAIL) : NULL;
+    cx_mj_t *root = copy ? cx_arena_alloc(a, sizeof *root) : NULL;
     int rc;
     if (root == NULL) {
         rc = fail(&ps, CX_ENOSPC, "request arena exhausted");
     } else {
+        if (len)
+            memcpy(copy, text, len);
+        memset(copy + len, 0, COPY_TAIL);
+        ps.p = copy;
+        ps.end = copy + len;
         rc = parse_value(&ps, root);
         if (rc == 0) {
             skip_ws(&ps);
