@@ -269,6 +269,35 @@ static void test_arena_zero_size_gives_distinct_pointers(void **state)
     cx_arena_release(&a);
 }
 
+/* The non-zeroing allocation draws from the same chunks, aligned and bounded the same way;
+ * the zeroing one still zeroes memory an uninit allocation used before a release. */
+static void test_arena_alloc_uninit_shares_alignment_and_limit(void **state)
+{
+    (void)state;
+    cx_arena_t a;
+    cx_arena_init(&a, NULL, 10000);
+    unsigned char *p = cx_arena_alloc_uninit(&a, 3);
+    unsigned char *q = cx_arena_alloc_uninit(&a, 0);
+    assert_non_null(p);
+    assert_non_null(q);
+    assert_ptr_not_equal(p, q);
+    assert_int_equal((uintptr_t)p % 16, 0);
+    assert_int_equal((uintptr_t)q % 16, 0);
+    memset(p, 0xAB, 3);
+    assert_null(cx_arena_alloc_uninit(&a, 20000));
+    assert_true(a.reserved <= 10000);
+    cx_arena_release(&a);
+    unsigned char *u = cx_arena_alloc_uninit(&a, 64);
+    assert_non_null(u);
+    memset(u, 0xCD, 64);
+    cx_arena_release(&a);
+    unsigned char *z = cx_arena_alloc(&a, 64);
+    assert_non_null(z);
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(z[i], 0);
+    cx_arena_release(&a);
+}
+
 static void test_arena_limit_is_hard(void **state)
 {
     (void)state;
@@ -417,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_buf_truncate_and_reset),
         cmocka_unit_test(test_arena_allocations_are_aligned_and_zeroed),
         cmocka_unit_test(test_arena_zero_size_gives_distinct_pointers),
+        cmocka_unit_test(test_arena_alloc_uninit_shares_alignment_and_limit),
         cmocka_unit_test(test_arena_limit_is_hard),
         cmocka_unit_test(test_arena_large_allocation_beyond_chunk_size),
         cmocka_unit_test(test_arena_strndup_copies_and_terminates),

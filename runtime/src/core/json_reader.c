@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/words.h"
+
 #define SCRATCH_INLINE 128
 #define MAX_NUMBER_TEXT 512
 #define COPY_TAIL 8
@@ -153,9 +155,6 @@ static unsigned char *put_utf8(unsigned char *o, unsigned cp)
     return o;
 }
 
-#define ONES UINT64_C(0x0101010101010101)
-#define HIGHS UINT64_C(0x8080808080808080)
-
 /* The first byte at or after p that a string cannot hold as it is: '"', '\\', a control
  * character (the sentinel included) or a byte >= 0x80 (UTF-8, validated a sequence at a time).
  * Eight bytes at a time: a byte is flagged in m when it is below 0x20 (w - 0x20 wraps), equal
@@ -166,13 +165,12 @@ static unsigned char *put_utf8(unsigned char *o, unsigned cp)
 static unsigned char *skip_plain(unsigned char *p)
 {
     for (;;) {
-        uint64_t w;
-        memcpy(&w, p, sizeof w);
+        uint64_t w = cx__word(p);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
         w = __builtin_bswap64(w); /* the first byte in the low bits, borrows towards later ones */
 #endif
-        uint64_t q = w ^ (ONES * '"'), b = w ^ (ONES * '\\');
-        uint64_t m = ((w - ONES * 0x20) | (q - ONES) | (b - ONES) | w) & HIGHS;
+        uint64_t q = w ^ (CX__ONES * '"'), b = w ^ (CX__ONES * '\\');
+        uint64_t m = ((w - CX__ONES * 0x20) | (q - CX__ONES) | (b - CX__ONES) | w) & CX__HIGHS;
         if (m != 0)
             return p + (__builtin_ctzll(m) >> 3);
         p += 8;

@@ -1,7 +1,7 @@
 /* Private: scanning text eight bytes at a time.
  *
- * The hot paths that look for a few special bytes in mostly plain text (JSON strings to
- * escape, key segments to percent-escape) load a 64-bit word and test all its bytes at once.
+ * The hot paths that look for a few special bytes in mostly plain text (JSON strings to read or
+ * to escape, key segments to percent-escape) load a 64-bit word and test all its bytes at once.
  * The tests are exact for "is there such a byte in the word" (a borrow can only start at a
  * matching byte); which byte it is, the caller finds with its byte loop.
  */
