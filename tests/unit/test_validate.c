@@ -1763,6 +1763,428 @@ static void test_generated_tables_match_descriptors(void **state)
     }
 }
 
+/* ---- UTF-8, lengths and enums, exhaustively --------------------------------------------- */
+
+/* A string in each of the three places a value can be: singular (absent when empty), a list
+ * item and a oneof member (both present even when empty). The limits are set per case. */
+typedef struct {
+    ProtobufCMessage base;
+    char *s;
+    size_t n_items;
+    char **items;
+    uint32_t which;
+    char *member;
+} strs_t;
+
+#define STRS_FD(name, id, label, type, q, field, flags)                                            \
+    {                                                                                              \
+        name, id, label, type, q, offsetof(strs_t, field), NULL, NULL, flags, 0, NULL, NULL        \
+    }
+
+static const ProtobufCFieldDescriptor strs_fields[] = {
+    STRS_FD("s", 1, PROTOBUF_C_LABEL_NONE, PROTOBUF_C_TYPE_STRING, 0, s, 0),
+    STRS_FD("items", 2, PROTOBUF_C_LABEL_REPEATED, PROTOBUF_C_TYPE_STRING,
+            offsetof(strs_t, n_items), items, 0),
+    STRS_FD("member", 3, PROTOBUF_C_LABEL_NONE, PROTOBUF_C_TYPE_STRING, offsetof(strs_t, which),
+            member, PROTOBUF_C_FIELD_FLAG_ONEOF),
+};
+
+static const ProtobufCMessageDescriptor strs_desc = {
+    PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+    "cx.test.Strings",
+    "Strings",
+    "Strings",
+    "cx.test",
+    sizeof(strs_t),
+    sizeof strs_fields / sizeof strs_fields[0],
+    strs_fields,
+    NULL,
+    0,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+static cx_field_meta_t strs_meta_fields[3] = {
+    {"s", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL},
+    {"items", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL},
+    {"member", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL},
+};
+
+static const cx_msg_meta_t strs_meta = {
+    &strs_desc,
+    "cx.test.Strings",
+    NULL,
+    NULL,
+    CX_KIND_VALUE,
+    0,
+    strs_meta_fields,
+    NULL,
+    0,
+    NULL,
+    0,
+    NULL,
+    0,
+};
+
+static void strs_limits(uint32_t min_len, uint32_t max_len)
+{
+    for (size_t i = 0; i < 3; i++) {
+        strs_meta_fields[i].min_len = min_len;
+        strs_meta_fields[i].max_len = max_len;
+    }
+}
+
+/* The code points of s, decoded the textbook way (RFC 3629 section 3: lead byte, continuation
+ * bytes, then the value's range), independently of the validator's byte-range tables; -1 when
+ * s is not UTF-8. */
+static long ref_utf8_count(const unsigned char *s)
+{
+    long n = 0;
+    while (*s) {
+        unsigned c = *s++;
+        int extra;
+        uint32_t cp, min;
+        if (c < 0x80) {
+            n++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            extra = 1, cp = c & 0x1F, min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            extra = 2, cp = c & 0x0F, min = 0x800;
+        } else if ((c & 0xF8) == 0xF0) {
+            extra = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return -1;
+        }
+        for (int k = 0; k < extra; k++, s++) {
+            if ((*s & 0xC0) != 0x80)
+                return -1; /* also stops at the NUL */
+            cp = cp << 6 | (*s & 0x3Fu);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return -1;
+        n++;
+    }
+    return n;
+}
+
+/* Checks value in all three places against the reference: string.utf8 when it is not UTF-8,
+ * else the length rules, with each limit on both sides of its length in code points. */
+static void check_string_everywhere(const char *value)
+{
+    long cps = ref_utf8_count((const unsigned char *)value);
+    uint32_t c = cps > 0 ? (uint32_t)cps : 0;
+    /* {min_len, max_len}; 0 is no limit, so max_len c - 1 only applies from one character */
+    const uint32_t limits[][2] = {{0, 0}, {c, 0}, {c + 1, 0}, {0, c}, {0, c - 1}, {1, 2}};
+    for (int which = 0; which < 3; which++) {
+        for (size_t l = 0; l < sizeof limits / sizeof limits[0]; l++) {
+            uint32_t min_len = limits[l][0], max_len = c == 0 && l == 4 ? 0 : limits[l][1];
+            strs_limits(min_len, max_len);
+            strs_t m;
+            memset(&m, 0, sizeof m);
+            m.base.descriptor = &strs_desc;
+            m.s = (char *)"";
+            m.member = (char *)"";
+            char *items[1] = {(char *)value};
+            const char *path = which == 0 ? "s" : which == 1 ? "items[0]" : "member";
+            if (which == 0)
+                m.s = (char *)value;
+            if (which == 1) {
+                m.n_items = 1;
+                m.items = items;
+            }
+            if (which == 2) {
+                m.which = 3;
+                m.member = (char *)value;
+            }
+            result_t r;
+            run(&strs_meta, &m.base, &r);
+            if (which == 0 && value[0] == '\0')
+                expect_valid(&r); /* an empty singular string is absent */
+            else if (cps < 0)
+                expect_only(&r, path, "string.utf8");
+            else if (cps < (long)min_len)
+                expect_only(&r, path, "string.min_len");
+            else if (max_len && cps > (long)max_len)
+                expect_only(&r, path, "string.max_len");
+            else
+                expect_valid(&r);
+        }
+    }
+    strs_limits(0, 0);
+}
+
+/* Every length from 0 to 40 bytes of ASCII, with one multi-byte character or one malformed
+ * sequence at every position: both sides of the validator's ASCII scan, of its eight-byte words
+ * and of the tails shorter than a word. */
+static void test_utf8_every_length_and_position(void **state)
+{
+    (void)state;
+    static const char *const inserts[] = {
+        "\xc3\xa9",         /* U+00E9 */
+        "\xe2\x82\xac",     /* U+20AC */
+        "\xf0\x9f\x98\x80", /* U+1F600 */
+        "\xf4\x8f\xbf\xbf", /* U+10FFFF, the last code point */
+        "\xed\x9f\xbf",     /* U+D7FF, just below the surrogates */
+        "\x80",             /* a continuation byte alone */
+        "\xbf",             /* another */
+        "\xff",             /* never in UTF-8 */
+        "\xc3",             /* a lead byte without its continuation */
+        "\xe2\x82",         /* a three-byte sequence cut short */
+        "\xc0\xaf",         /* overlong '/' */
+        "\xc1\xbf",         /* overlong */
+        "\xe0\x80\xaf",     /* overlong, three bytes */
+        "\xf0\x80\x80\xaf", /* overlong, four bytes */
+        "\xed\xa0\x80",     /* U+D800, a surrogate */
+        "\xf4\x90\x80\x80", /* above U+10FFFF */
+        "\xf8\x88\x80\x80", /* a five-byte form */
+        "\xc3\xa9\x80",     /* a stray continuation after a whole character */
+    };
+    char buf[64];
+    for (size_t n = 0; n <= 40; n++) {
+        memset(buf, 'a', n);
+        buf[n] = '\0';
+        check_string_everywhere(buf);
+        for (size_t pos = 0; pos < n; pos++) {
+            for (size_t k = 0; k < sizeof inserts / sizeof inserts[0]; k++) {
+                size_t w = strlen(inserts[k]);
+                memset(buf, 'a', n);
+                memcpy(buf + pos, inserts[k], w);
+                /* the insert stands for one character: pos before it, n - pos - 1 after it */
+                memset(buf + pos + w, 'b', n - pos - 1);
+                buf[n - 1 + w] = '\0';
+                check_string_everywhere(buf);
+            }
+        }
+    }
+}
+
+/* Lengths count code points: text of 0 to 40 characters of one to four bytes each, mixed. */
+static void test_string_limits_at_code_point_boundaries(void **state)
+{
+    (void)state;
+    static const char *const chars[] = {"x", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+    char buf[4 * 40 + 1];
+    for (size_t width = 0; width < 5; width++) {
+        for (size_t n = 0; n <= 40; n++) {
+            size_t len = 0;
+            for (size_t i = 0; i < n; i++) {
+                /* width 4 cycles through every width */
+                const char *c = chars[width < 4 ? width : i % 4];
+                memcpy(buf + len, c, strlen(c));
+                len += strlen(c);
+            }
+            buf[len] = '\0';
+            assert_int_equal(ref_utf8_count((const unsigned char *)buf), (long)n);
+            check_string_everywhere(buf);
+        }
+    }
+}
+
+/* A C string ends at its first NUL: what follows is not part of the value, even malformed. */
+static void test_string_ends_at_nul(void **state)
+{
+    (void)state;
+    static const char with_nul[] = "ab\0\xff\xfe";
+    static const char long_with_nul[] = "abcdefghijklmnopqrstuvwxyz\0\xff";
+    static const char utf8_with_nul[] = "caf\xc3\xa9\0\xc3";
+    check_string_everywhere(with_nul);
+    check_string_everywhere(long_with_nul);
+    check_string_everywhere(utf8_with_nul);
+    strs_limits(0, 2);
+    strs_t m;
+    memset(&m, 0, sizeof m);
+    m.base.descriptor = &strs_desc;
+    m.s = (char *)with_nul;
+    m.member = (char *)"";
+    result_t r;
+    run(&strs_meta, &m.base, &r);
+    expect_valid(&r);
+    strs_limits(0, 0);
+}
+
+/* A NULL string reads as "": absent when singular, present (and so too short) in a list. */
+static void test_null_string_is_empty(void **state)
+{
+    (void)state;
+    strs_limits(1, 0);
+    strs_t m;
+    memset(&m, 0, sizeof m);
+    m.base.descriptor = &strs_desc;
+    char *items[2] = {NULL, (char *)"ok"};
+    m.n_items = 2;
+    m.items = items;
+    m.which = 3;
+    result_t r;
+    run(&strs_meta, &m.base, &r);
+    assert_int_equal(r.v.count, 2);
+    assert_string_equal(r.items[0].path, "items[0]");
+    assert_string_equal(r.items[0].rule, "string.min_len");
+    assert_string_equal(r.items[1].path, "member");
+    assert_string_equal(r.items[1].rule, "string.min_len");
+    strs_limits(0, 0);
+}
+
+/* An enum in the three places, its descriptor set per case. */
+typedef struct {
+    ProtobufCMessage base;
+    int32_t e;
+    size_t n_es;
+    int32_t *es;
+    uint32_t which;
+    int32_t eo;
+} enums_t;
+
+#define ENUMS_FD(name, id, label, q, field, flags)                                                 \
+    {                                                                                              \
+        name, id, label, PROTOBUF_C_TYPE_ENUM, q, offsetof(enums_t, field), NULL, NULL, flags, 0,  \
+            NULL, NULL                                                                             \
+    }
+
+static ProtobufCFieldDescriptor enums_fields[] = {
+    ENUMS_FD("e", 1, PROTOBUF_C_LABEL_NONE, 0, e, 0),
+    ENUMS_FD("es", 2, PROTOBUF_C_LABEL_REPEATED, offsetof(enums_t, n_es), es, 0),
+    ENUMS_FD("eo", 3, PROTOBUF_C_LABEL_NONE, offsetof(enums_t, which), eo,
+             PROTOBUF_C_FIELD_FLAG_ONEOF),
+};
+
+static const ProtobufCMessageDescriptor enums_desc = {
+    PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+    "cx.test.Enums",
+    "Enums",
+    "Enums",
+    "cx.test",
+    sizeof(enums_t),
+    sizeof enums_fields / sizeof enums_fields[0],
+    enums_fields,
+    NULL,
+    0,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+static const cx_field_meta_t enums_meta_fields[] = {
+    {"e", CX_F_DEFINED_ONLY, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL},
+    {"es", CX_F_DEFINED_ONLY, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL},
+    {"eo", CX_F_DEFINED_ONLY, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, NULL},
+};
+
+static const cx_msg_meta_t enums_meta = {
+    &enums_desc,
+    "cx.test.Enums",
+    NULL,
+    NULL,
+    CX_KIND_VALUE,
+    0,
+    enums_meta_fields,
+    NULL,
+    0,
+    NULL,
+    0,
+    NULL,
+    0,
+};
+
+/* Numbers with gaps, in four runs, negative ones included: -5 -4 | 0 1 2 | 10 | 100. */
+static const ProtobufCEnumValue gapped_values[] = {
+    {"MINUS_FIVE", "MINUS_FIVE", -5},
+    {"MINUS_FOUR", "MINUS_FOUR", -4},
+    {"ZERO", "ZERO", 0},
+    {"ONE", "ONE", 1},
+    {"TWO", "TWO", 2},
+    {"TEN", "TEN", 10},
+    {"HUNDRED", "HUNDRED", 100},
+};
+
+static const ProtobufCIntRange gapped_ranges[] = {{-5, 0}, {0, 2}, {10, 5}, {100, 6}, {0, 7}};
+
+static const ProtobufCEnumDescriptor gapped_enum = {
+    PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+    "cx.test.Gapped",
+    "Gapped",
+    "Gapped",
+    "cx.test",
+    7,
+    gapped_values,
+    0,
+    NULL,
+    4,
+    gapped_ranges,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+static void check_enum_value(const ProtobufCEnumDescriptor *ed, int32_t v)
+{
+    int defined = protobuf_c_enum_descriptor_get_value(ed, v) != NULL;
+    for (int which = 0; which < 3; which++) {
+        enums_t m;
+        memset(&m, 0, sizeof m);
+        m.base.descriptor = &enums_desc;
+        int32_t items[1] = {v};
+        const char *path = which == 0 ? "e" : which == 1 ? "es[0]" : "eo";
+        if (which == 0)
+            m.e = v;
+        if (which == 1) {
+            m.n_es = 1;
+            m.es = items;
+        }
+        if (which == 2) {
+            m.which = 3;
+            m.eo = v;
+        }
+        result_t r;
+        run(&enums_meta, &m.base, &r);
+        if (defined) {
+            expect_valid(&r);
+        } else {
+            if (r.v.count != 1)
+                print_message("%s = %d\n", ed->name, (int)v);
+            expect_only(&r, path, "enum.defined_only");
+        }
+    }
+}
+
+/* defined_only agrees with protobuf-c's lookup for every enum of every registered message, from
+ * below the smallest number to above the largest, and at the ends of int32. */
+static void test_enum_defined_only_matches_protobuf_c(void **state)
+{
+    (void)state;
+    size_t n = 0, enums = 0;
+    const cx_msg_meta_t *const *all = cx_schema_all(&n);
+    for (size_t i = 0; i <= n; i++) {
+        const ProtobufCMessageDescriptor *d = i < n ? all[i]->desc : NULL;
+        for (unsigned f = 0; f < (d ? d->n_fields : 1); f++) {
+            const ProtobufCEnumDescriptor *ed = d ? d->fields[f].descriptor : &gapped_enum;
+            if (d && d->fields[f].type != PROTOBUF_C_TYPE_ENUM)
+                continue;
+            enums++;
+            for (int k = 0; k < 3; k++)
+                enums_fields[k].descriptor = ed;
+            int32_t lo = ed->values[0].value, hi = lo;
+            for (unsigned v = 0; v < ed->n_values; v++) {
+                lo = ed->values[v].value < lo ? ed->values[v].value : lo;
+                hi = ed->values[v].value > hi ? ed->values[v].value : hi;
+            }
+            for (int64_t v = (int64_t)lo - 3; v <= (int64_t)hi + 3; v++)
+                check_enum_value(ed, (int32_t)v);
+            check_enum_value(ed, INT32_MIN);
+            check_enum_value(ed, INT32_MAX);
+        }
+    }
+    assert_true(enums > 10);
+    for (int k = 0; k < 3; k++)
+        enums_fields[k].descriptor = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1829,6 +2251,11 @@ int main(void)
         cmocka_unit_test(test_bad_arguments_are_einval),
         cmocka_unit_test(test_registry_finds_every_message_by_name_and_event_type),
         cmocka_unit_test(test_generated_tables_match_descriptors),
+        cmocka_unit_test(test_utf8_every_length_and_position),
+        cmocka_unit_test(test_string_limits_at_code_point_boundaries),
+        cmocka_unit_test(test_string_ends_at_nul),
+        cmocka_unit_test(test_null_string_is_empty),
+        cmocka_unit_test(test_enum_defined_only_matches_protobuf_c),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

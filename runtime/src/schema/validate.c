@@ -40,9 +40,9 @@
 #define CX_NO_INDEX SIZE_MAX
 
 /* One step of the path from the root message down to the value being checked: a field and,
- * for a list item, its index. Each lives on the C stack of the call checking that field
- * (check_field(), or check_message() for a required_if rule) and points up to the enclosing
- * step; NULL stands for the root message. */
+ * for a list item, its index. Each lives on the C stack of the call checking that field and
+ * points up to the enclosing step; NULL stands for the root message. A singular field gets its
+ * frame only when it is reported or has a value to check: most have neither. */
 typedef struct frame_s {
     const struct frame_s *up;
     const ProtobufCFieldDescriptor *fd;
@@ -166,6 +166,8 @@ static int ascii_caseeq(const char *a, size_t n, const char *b)
 
 /* ---- UTF-8 ------------------------------------------------------------------------------ */
 
+#define CX_HIGH_BITS UINT64_C(0x8080808080808080)
+
 /* Counts code points; 0 on malformed input (overlong forms, surrogates, > U+10FFFF, truncated
  * sequences), as RFC 3629 requires. */
 static int utf8_count(const unsigned char *s, size_t n, size_t *out)
@@ -175,7 +177,7 @@ static int utf8_count(const unsigned char *s, size_t n, size_t *out)
         /* ASCII, the common case: eight bytes at a time, then byte by byte. */
         for (uint64_t w; n - i >= 8; i += 8) {
             memcpy(&w, s + i, sizeof w);
-            if (w & UINT64_C(0x8080808080808080))
+            if (w & CX_HIGH_BITS)
                 break;
         }
         while (i < n && s[i] < 0x80)
@@ -213,6 +215,29 @@ static int utf8_count(const unsigned char *s, size_t n, size_t *out)
         trailing += extra;
     }
     *out = n - trailing;
+    return 1;
+}
+
+/* The length of a NUL-terminated string in bytes (*len) and in code points (*cps); 0 when it is
+ * not valid UTF-8. Most values are short ASCII (ids, names, channel names): their first bytes
+ * are scanned here one by one up to the NUL, two instructions a byte once unrolled, cheaper than
+ * a call to strlen() for them. A longer value, or one with a byte that is not ASCII, goes on
+ * with strlen() and utf8_count(), eight bytes at a time, from where the scan stopped. */
+static inline int utf8_measure(const char *s, size_t *len, size_t *cps)
+{
+    const signed char *b = (const signed char *)s; /* bytes >= 0x80 are negative */
+    size_t i = 0;
+    while (i < 16 && b[i] > 0)
+        i++;
+    if (i < 16 && b[i] == 0) {
+        *len = *cps = i;
+        return 1;
+    }
+    size_t rest = strlen(s + i), n;
+    if (!utf8_count((const unsigned char *)s + i, rest, &n))
+        return 0;
+    *len = i + rest;
+    *cps = i + n;
     return 1;
 }
 
@@ -853,22 +878,21 @@ static void int_rules(ProtobufCType t, const char **gte, const char **lte)
     }
 }
 
-static void check_string(vctx_t *c, const frame_t *at, const cx_field_meta_t *fm, const char *s,
-                         int present)
+/* s: a present value (NULL reads as ""): a non-empty singular string, a list item or an active
+ * oneof member. */
+static inline void check_string(vctx_t *c, const frame_t *at, const cx_field_meta_t *fm,
+                                const char *s)
 {
-    size_t len = s ? strlen(s) : 0;
-    if (len == 0 && !present)
-        return;
-    size_t cps;
-    if (!utf8_count((const unsigned char *)s, len, &cps)) {
+    size_t len = 0, cps = 0;
+    if (s != NULL && !utf8_measure(s, &len, &cps)) {
         report(c, at, "string.utf8", "must be valid UTF-8");
         return;
     }
-    if (fm->min_len && cps < fm->min_len)
+    if (cps < fm->min_len)
         report(c, at, "string.min_len", "must be at least %" PRIu32 " characters", fm->min_len);
     if (fm->max_len && cps > fm->max_len)
         report(c, at, "string.max_len", "must be at most %" PRIu32 " characters", fm->max_len);
-    if (len > 0 && fm->format > 0 && fm->format < sizeof formats / sizeof formats[0]) {
+    if (len > 0 && (unsigned)fm->format - 1u < sizeof formats / sizeof formats[0] - 1u) {
         const format_t *f = &formats[fm->format];
         if (!f->check(s, len))
             report(c, at, f->rule, "%s", f->message);
@@ -939,46 +963,65 @@ static void check_float(vctx_t *c, const frame_t *at, const ProtobufCFieldDescri
                fm->lte_d);
 }
 
+static void check_bytes(vctx_t *c, const frame_t *at, const cx_field_meta_t *fm, size_t len)
+{
+    if (len < fm->min_len)
+        report(c, at, "bytes.min_len", "must be at least %" PRIu32 " bytes", fm->min_len);
+    if (fm->max_len && len > fm->max_len)
+        report(c, at, "bytes.max_len", "must be at most %" PRIu32 " bytes", fm->max_len);
+}
+
+/* Whether v is a number of the enum. protobuf-c describes the numbers as ascending runs of
+ * consecutive values (value_ranges, closed by a sentinel whose orig_index is n_values); most
+ * enums are a single run, so scanning the runs is cheaper than the binary search of
+ * protobuf_c_enum_descriptor_get_value(), with the same answer. */
+static int enum_defined(const ProtobufCEnumDescriptor *ed, int32_t v)
+{
+    const ProtobufCIntRange *r = ed->value_ranges;
+    for (unsigned k = 0; k < ed->n_value_ranges && v >= r[k].start_value; k++)
+        if ((int64_t)v - r[k].start_value < (int64_t)(r[k + 1].orig_index - r[k].orig_index))
+            return 1;
+    return 0;
+}
+
 static void check_message(vctx_t *c, const frame_t *at, const cx_msg_meta_t *meta,
                           const ProtobufCMessage *msg);
 
-/* One value of a field (one item of a list). present: a list item or active oneof member,
- * which counts as given even when empty. */
+/* A present submessage: a Timestamp's range, or the submessage's own rules. */
+static void check_submessage(vctx_t *c, const frame_t *at, const cx_field_meta_t *fm,
+                             const ProtobufCMessage *sub)
+{
+    if (fm->flags & CX_F_TIMESTAMP) {
+        const Google__Protobuf__Timestamp *ts = (const Google__Protobuf__Timestamp *)sub;
+        if (ts->seconds < CX_TS_MIN_SECONDS || ts->seconds > CX_TS_MAX_SECONDS || ts->nanos < 0 ||
+            ts->nanos > 999999999)
+            report(c, at, "timestamp.valid",
+                   "must be between 0001-01-01 and 9999-12-31 with nanos in [0, 1e9)");
+    } else if (fm->msg != NULL) {
+        check_message(c, at, fm->msg, sub);
+    }
+}
+
+/* One present value of a list or oneof field (a list item, the active member), which counts as
+ * given even when empty. Singular fields are checked in check_message(). */
 static void check_value(vctx_t *c, const frame_t *at, const ProtobufCFieldDescriptor *fd,
-                        const cx_field_meta_t *fm, const void *p, int present)
+                        const cx_field_meta_t *fm, const void *p)
 {
     switch (fd->type) {
     case PROTOBUF_C_TYPE_STRING:
-        check_string(c, at, fm, *(const char *const *)p, present);
+        check_string(c, at, fm, *(const char *const *)p);
         return;
-    case PROTOBUF_C_TYPE_BYTES: {
-        size_t len = ((const ProtobufCBinaryData *)p)->len;
-        if (len == 0 && !present)
-            return;
-        if (fm->min_len && len < fm->min_len)
-            report(c, at, "bytes.min_len", "must be at least %" PRIu32 " bytes", fm->min_len);
-        if (fm->max_len && len > fm->max_len)
-            report(c, at, "bytes.max_len", "must be at most %" PRIu32 " bytes", fm->max_len);
+    case PROTOBUF_C_TYPE_BYTES:
+        check_bytes(c, at, fm, ((const ProtobufCBinaryData *)p)->len);
         return;
-    }
     case PROTOBUF_C_TYPE_MESSAGE: {
         const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)p;
-        if (sub == NULL)
-            return;
-        if (fm->flags & CX_F_TIMESTAMP) {
-            const Google__Protobuf__Timestamp *ts = (const Google__Protobuf__Timestamp *)sub;
-            if (ts->seconds < CX_TS_MIN_SECONDS || ts->seconds > CX_TS_MAX_SECONDS ||
-                ts->nanos < 0 || ts->nanos > 999999999)
-                report(c, at, "timestamp.valid",
-                       "must be between 0001-01-01 and 9999-12-31 with nanos in [0, 1e9)");
-        } else if (fm->msg != NULL) {
-            check_message(c, at, fm->msg, sub);
-        }
+        if (sub != NULL)
+            check_submessage(c, at, fm, sub);
         return;
     }
     case PROTOBUF_C_TYPE_ENUM:
-        if ((fm->flags & CX_F_DEFINED_ONLY) &&
-            protobuf_c_enum_descriptor_get_value(fd->descriptor, *(const int32_t *)p) == NULL)
+        if ((fm->flags & CX_F_DEFINED_ONLY) && !enum_defined(fd->descriptor, *(const int32_t *)p))
             report(c, at, "enum.defined_only", "must be one of the defined enum values");
         return;
     case PROTOBUF_C_TYPE_FLOAT:
@@ -1016,67 +1059,42 @@ static int has_value_rules(const ProtobufCFieldDescriptor *fd, const cx_field_me
     }
 }
 
-/* up: the frame of the message holding the field (NULL for the root message). */
-static void check_field(vctx_t *c, const frame_t *up, const ProtobufCMessage *msg,
-                        const ProtobufCFieldDescriptor *fd, const cx_field_meta_t *fm)
+static void report_required(vctx_t *c, const frame_t *up, const ProtobufCFieldDescriptor *fd)
+{
+    frame_t f = {up, fd, CX_NO_INDEX};
+    report(c, &f, "required", "is required");
+}
+
+/* A list, or a oneof member. up: the frame of the message holding the field. */
+static void check_list_or_member(vctx_t *c, const frame_t *up, const ProtobufCMessage *msg,
+                                 const ProtobufCFieldDescriptor *fd, const cx_field_meta_t *fm)
 {
     int required = (fm->flags & CX_F_REQUIRED) != 0;
     frame_t f = {up, fd, CX_NO_INDEX};
-    if (cx__is_repeated(fd)) {
-        int rules = has_value_rules(fd, fm);
-        if (!required && !rules && !fm->min_items && !fm->max_items)
-            return;
-        size_t n = cx__repeated_count(msg, fd);
-        if (required && n == 0) {
-            report(c, &f, "required", "is required");
-        } else if (fm->min_items && n < fm->min_items) {
-            report(c, &f, "repeated.min_items", "must have at least %" PRIu32 " items",
-                   fm->min_items);
-        }
-        if (fm->max_items && n > fm->max_items)
-            report(c, &f, "repeated.max_items", "must have at most %" PRIu32 " items",
-                   fm->max_items);
-        if (!rules)
-            return;
-        for (size_t i = 0; i < n; i++) {
-            f.list_index = i;
-            check_value(c, &f, fd, fm, cx__repeated_at(msg, fd, i), 1);
-        }
-        return;
-    }
-    if (cx__in_oneof(fd)) {
+    if (!cx__is_repeated(fd)) {
         /* Only the active member's bytes are meaningful: the others share its storage. */
         if (cx__oneof_active(msg, fd))
-            check_value(c, &f, fd, fm, cx__field_ptr(msg, fd), 1);
+            check_value(c, &f, fd, fm, cx__field_ptr(msg, fd));
         else if (required)
             report(c, &f, "required", "is required");
         return;
     }
-    /* A string, bytes or message left empty is absent: only `required` looks at it. A number
-     * is checked even when zero. */
-    const void *p = cx__field_ptr(msg, fd);
-    switch (fd->type) {
-    case PROTOBUF_C_TYPE_STRING: {
-        const char *s = *(const char *const *)p;
-        if (s != NULL && s[0] != '\0')
-            check_string(c, &f, fm, s, 0);
-        else if (required)
-            report(c, &f, "required", "is required");
+    int rules = has_value_rules(fd, fm);
+    if (!required && !rules && !fm->min_items && !fm->max_items)
         return;
+    size_t n = cx__repeated_count(msg, fd);
+    if (required && n == 0) {
+        report(c, &f, "required", "is required");
+    } else if (fm->min_items && n < fm->min_items) {
+        report(c, &f, "repeated.min_items", "must have at least %" PRIu32 " items", fm->min_items);
     }
-    case PROTOBUF_C_TYPE_BYTES:
-    case PROTOBUF_C_TYPE_MESSAGE:
-        if (!cx__value_is_default(fd, p))
-            check_value(c, &f, fd, fm, p, 0);
-        else if (required)
-            report(c, &f, "required", "is required");
+    if (fm->max_items && n > fm->max_items)
+        report(c, &f, "repeated.max_items", "must have at most %" PRIu32 " items", fm->max_items);
+    if (!rules)
         return;
-    default:
-        if (required && cx__value_is_default(fd, p))
-            report(c, &f, "required", "is required");
-        else if (has_value_rules(fd, fm))
-            check_value(c, &f, fd, fm, p, 0);
-        return;
+    for (size_t i = 0; i < n; i++) {
+        f.list_index = i;
+        check_value(c, &f, fd, fm, cx__repeated_at(msg, fd, i));
     }
 }
 
@@ -1123,16 +1141,11 @@ static int condition_holds(const ProtobufCMessage *msg, const ProtobufCFieldDesc
     }
 }
 
-/* at: the frame of the field holding msg (NULL for the root message). */
-static void check_message(vctx_t *c, const frame_t *at, const cx_msg_meta_t *meta,
-                          const ProtobufCMessage *msg)
+/* The rules of a message rather than of one field: at_least_one_of and required_if. */
+static void check_message_rules(vctx_t *c, const frame_t *at, const cx_msg_meta_t *meta,
+                                const ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *desc = meta->desc;
-    const cx_field_meta_t *fm = meta->fields;
-    for (const ProtobufCFieldDescriptor *fd = desc->fields, *end = fd + desc->n_fields; fd < end;
-         fd++, fm++)
-        check_field(c, at, msg, fd, fm);
-
     for (uint8_t g = 0; g < meta->n_at_least_one_of; g++) {
         const cx_field_group_t *grp = &meta->at_least_one_of[g];
         int any = 0;
@@ -1148,20 +1161,20 @@ static void check_message(vctx_t *c, const frame_t *at, const cx_msg_meta_t *met
     int32_t enum_value = 0;
     for (const cx_required_if_t *ri = meta->required_if, *end = ri + meta->n_required_if; ri < end;
          ri++) {
-        int holds;
         if (ri->when == enum_when && ri->equals != NULL) {
-            holds = enum_value == ri->equals_enum;
+            if (enum_value != ri->equals_enum)
+                continue;
         } else {
             const ProtobufCFieldDescriptor *when = &desc->fields[ri->when];
-            holds = condition_holds(msg, when, ri);
+            int holds = condition_holds(msg, when, ri);
             if (when->type == PROTOBUF_C_TYPE_ENUM && !cx__is_repeated(when) &&
                 (!cx__in_oneof(when) || cx__oneof_active(msg, when))) {
                 enum_when = ri->when;
                 enum_value = *(const int32_t *)cx__field_ptr(msg, when);
             }
+            if (!holds)
+                continue;
         }
-        if (!holds)
-            continue;
         const ProtobufCFieldDescriptor *target = &desc->fields[ri->field];
         if (cx__field_is_set(msg, target))
             continue;
@@ -1173,6 +1186,63 @@ static void check_message(vctx_t *c, const frame_t *at, const cx_msg_meta_t *met
         else
             report(c, &f, "message.required_if", "is required when %s is set", when->name);
     }
+}
+
+/* at: the frame of the field holding msg (NULL for the root message). */
+static void check_message(vctx_t *c, const frame_t *at, const cx_msg_meta_t *meta,
+                          const ProtobufCMessage *msg)
+{
+    const ProtobufCMessageDescriptor *desc = meta->desc;
+    const cx_field_meta_t *fm = meta->fields;
+    for (const ProtobufCFieldDescriptor *fd = desc->fields, *end = fd + desc->n_fields; fd < end;
+         fd++, fm++) {
+        if (fd->label == PROTOBUF_C_LABEL_REPEATED || (fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)) {
+            check_list_or_member(c, at, msg, fd, fm);
+            continue;
+        }
+        /* A singular field, the common case, checked here. Most are left unset and carry no
+         * rule that could fire: they cost the loads of their type, value and flags, strings and
+         * messages (the most common types) without a switch. A string, bytes or message left
+         * empty is absent: only `required` looks at it. A number is checked even when zero. */
+        const void *p = (const char *)msg + fd->offset;
+        ProtobufCType type = fd->type;
+        if (type == PROTOBUF_C_TYPE_STRING) {
+            const char *s = *(const char *const *)p;
+            if (s != NULL && s[0] != '\0') {
+                frame_t f = {at, fd, CX_NO_INDEX};
+                check_string(c, &f, fm, s);
+            } else if (fm->flags & CX_F_REQUIRED) {
+                report_required(c, at, fd);
+            }
+        } else if (type == PROTOBUF_C_TYPE_MESSAGE) {
+            const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)p;
+            if (sub != NULL) {
+                frame_t f = {at, fd, CX_NO_INDEX};
+                check_submessage(c, &f, fm, sub);
+            } else if (fm->flags & CX_F_REQUIRED) {
+                report_required(c, at, fd);
+            }
+        } else if ((fm->flags & CX_F_REQUIRED) && cx__value_is_default(fd, p)) {
+            report_required(c, at, fd);
+        } else if (type == PROTOBUF_C_TYPE_ENUM) {
+            if ((fm->flags & CX_F_DEFINED_ONLY) &&
+                !enum_defined(fd->descriptor, *(const int32_t *)p)) {
+                frame_t f = {at, fd, CX_NO_INDEX};
+                report(c, &f, "enum.defined_only", "must be one of the defined enum values");
+            }
+        } else if (type == PROTOBUF_C_TYPE_BYTES) {
+            size_t len = ((const ProtobufCBinaryData *)p)->len;
+            if (len != 0) {
+                frame_t f = {at, fd, CX_NO_INDEX};
+                check_bytes(c, &f, fm, len);
+            }
+        } else if (has_value_rules(fd, fm)) {
+            frame_t f = {at, fd, CX_NO_INDEX};
+            check_value(c, &f, fd, fm, p);
+        }
+    }
+    if (meta->n_at_least_one_of || meta->n_required_if)
+        check_message_rules(c, at, meta, msg);
 }
 
 int cx_validate(const cx_msg_meta_t *meta, const ProtobufCMessage *msg, cx_violations_t *v)
