@@ -1297,6 +1297,41 @@ static void test_embedded_expired_keys_make_room_again(void **state)
     assert_int_equal(ca.live, 0);
 }
 
+/* Below max_keys and without a table growing (the two full sweeps), claims alone give expired
+ * keys' memory back: every stripe's incremental sweep passes over its whole table while new
+ * keys come in. */
+static void test_embedded_claims_sweep_expired_keys(void **state)
+{
+    (void)state;
+    counting_alloc_t ca = {-1, 0};
+    cx_allocator_t a = {ca_alloc, ca_free, &ca};
+    /* 64 stripes of 512 slots: 12,000 new keys are about 190 claims (12 sweeps of 64 slots)
+     * per stripe, far below the 384 keys that would make one grow. */
+    cx_dedupe_embedded_options_t o = {.allocator = &a, .max_keys = 100000, .initial_keys = 16384};
+    cx_dedupe_store_t *s = NULL;
+    cx_error_t err;
+    cx_error_clear(&err);
+    assert_int_equal(cx_dedupe_store_embedded_ex("dev", &o, &s, &err), 0);
+    long tables = ca.live;
+    static char names[1000][200];
+    static cx_dedupe_item_t it[1000];
+    memset(it, 0, sizeof it);
+    for (int i = 0; i < 1000; i++)
+        it[i].key = spilled_or_inline_key(names[i], EMBEDDED_INLINE_KEY + 1, i);
+    assert_int_equal(s->ops->claim(s, it, 1000, 20, &err), 0);
+    assert_int_equal(ca.live, tables + 1000);
+    sleep_ms(40);
+    for (int round = 0; round < 12; round++) {
+        memset(it, 0, sizeof it);
+        for (int i = 0; i < 1000; i++)
+            it[i].key = spilled_or_inline_key(names[i], 16, 100000 + round * 1000 + i);
+        assert_int_equal(s->ops->claim(s, it, 1000, 30000, &err), 0);
+    }
+    assert_int_equal(ca.live, tables); /* every expired copy freed, no table moved */
+    cx_dedupe_store_destroy(s);
+    assert_int_equal(ca.live, 0);
+}
+
 /* Keys of INLINE_KEY - 1 and INLINE_KEY bytes live in the entry, longer ones (up to
  * CX_DEDUPE_KEY_MAX) in an allocation; both kinds are found, compared to the last byte, completed,
  * released, renewed and freed alike. */
@@ -1516,6 +1551,7 @@ int main(void)
         cmocka_unit_test(test_embedded_failing_allocator_gives_enomem_and_no_leak),
         cmocka_unit_test(test_embedded_max_keys_gives_enospc_and_claims_nothing),
         cmocka_unit_test(test_embedded_expired_keys_make_room_again),
+        cmocka_unit_test(test_embedded_claims_sweep_expired_keys),
         cmocka_unit_test(test_embedded_initial_keys_presizes_and_keeps_the_limits),
         cmocka_unit_test(test_embedded_keys_at_the_inline_boundary),
         cmocka_unit_test(test_embedded_deletion_with_mixed_inline_and_spilled_keys),
