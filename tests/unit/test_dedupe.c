@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "cx/cx.h"
+#include "cx/dedupe_store.h"
 #include "cx/messaging/v1/messaging.cx.h"
 #include "cx/reactions/v1/reactions.cx.h"
 #include "cx/schema.h"
@@ -97,6 +98,46 @@ static void test_colon_and_percent_are_escaped(void **state)
             assert_string_equal(k, want);
         }
     }
+}
+
+/* No store takes a key longer than CX_DEDUPE_KEY_MAX: such a key is refused here, for its item
+ * alone, and the caller's buffer is left as it was. */
+static void test_key_longer_than_the_store_limit_is_refused(void **state)
+{
+    (void)state;
+    parts_t p;
+    init_parts(&p);
+    cx_messaging_direct_message_t dm;
+    cx_messaging_direct_message_init(&dm);
+    dm.channel = &p.channel;
+    const char *prefix = "dm:whatsapp:106540352242922:msg:";
+    size_t room = CX_DEDUPE_KEY_MAX - strlen(prefix);
+    char id[CX_DEDUPE_KEY_MAX + 1];
+    memset(id, 'i', room);
+    id[room] = '\0';
+    dm.message_id = id;
+    char mem[2048];
+    int rc;
+    cx_error_t err;
+    const char *k = key_of(&cx_messaging_direct_message_meta, &dm.base, mem, sizeof mem, &rc, &err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(strlen(k), CX_DEDUPE_KEY_MAX); /* exactly the limit: accepted */
+    id[room] = 'i';
+    id[room + 1] = '\0';
+    k = key_of(&cx_messaging_direct_message_meta, &dm.base, mem, sizeof mem, &rc, &err);
+    assert_int_equal(rc, CX_ELIMIT);
+    /* Escaping counts: 200 ':' are 600 bytes of key. */
+    memset(id, ':', 200);
+    id[200] = '\0';
+    k = key_of(&cx_messaging_direct_message_meta, &dm.base, mem, sizeof mem, &rc, &err);
+    assert_int_equal(rc, CX_ELIMIT);
+    cx_buf_t b;
+    cx_buf_init_fixed(&b, mem, sizeof mem);
+    cx_buf_puts(&b, "kept");
+    assert_int_equal(
+        cx_dedupe_key(&cx_messaging_direct_message_meta, &dm.base, &KEYRING, &b, &err), CX_ELIMIT);
+    assert_int_equal(b.len, 4);
+    assert_string_equal(b.data, "kept");
 }
 
 static void test_missing_value_is_an_error_never_an_empty_segment(void **state)
@@ -292,6 +333,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_direct_message_key_follows_convention),
         cmocka_unit_test(test_colon_and_percent_are_escaped),
+        cmocka_unit_test(test_key_longer_than_the_store_limit_is_refused),
         cmocka_unit_test(test_missing_value_is_an_error_never_an_empty_segment),
         cmocka_unit_test(test_alternatives_first_non_empty_wins),
         cmocka_unit_test(test_pii_segments_are_pseudonymised),

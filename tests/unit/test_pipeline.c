@@ -504,6 +504,31 @@ static void test_response_escapes_keys(void **state)
     fx_free(fx);
 }
 
+/* An id whose key would pass the stores' limit (':' is escaped to three bytes) fails alone and
+ * for good; the rest of the batch is processed and the request answered 200, not held back
+ * for ever by a key no store accepts. */
+static void test_key_over_the_store_limit_fails_alone(void **state)
+{
+    (void)state;
+    fx_t *fx = fx_new(CX_ENV_DEVELOPMENT, 0);
+    char colons[201];
+    memset(colons, ':', 200);
+    colons[200] = '\0';
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"account\":\"acc-1\",\"items\":[{\"id\":\"m1\",\"text\":\"a\"},"
+             "{\"id\":\"%s\",\"text\":\"a\"},{\"id\":\"m2\",\"text\":\"a\"}]}",
+             colons);
+    result_t r;
+    post(fx, body, SECRET, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"processed\":2,\"queued\":0,\"deduped\":0,\"failed\":1"));
+    assert_non_null(strstr(r.body, "\"errorCode\":\"LIMIT\""));
+    assert_int_equal(fx->hs.calls[1], 1);
+    assert_int_equal(fx->hs.calls[2], 1);
+    fx_free(fx);
+}
+
 static void test_body_limit_is_413(void **state)
 {
     (void)state;
@@ -840,6 +865,7 @@ int main(void)
         cmocka_unit_test(test_unknown_account),
         cmocka_unit_test(test_duplicate_inside_one_batch),
         cmocka_unit_test(test_response_escapes_keys),
+        cmocka_unit_test(test_key_over_the_store_limit_fails_alone),
         cmocka_unit_test(test_body_limit_is_413),
         cmocka_unit_test(test_logs_carry_required_fields_and_no_secrets_or_pii),
         cmocka_unit_test(test_staging_with_missing_secret_refuses_to_start),

@@ -186,7 +186,8 @@ typedef struct cx_keyring_s {
 
 /* Appends msg's dedupe key (docs/dedupe-keys.md) to out. Returns 0, CX_EDEDUPE_KEY (err->path
  * names the empty field), CX_EINVAL (a message without a template, or a PII segment with no
- * keyring), CX_ENOSPC. Thread-safe. */
+ * keyring), CX_ELIMIT (the key would be longer than CX_DEDUPE_KEY_MAX, which no dedupe store
+ * accepts), CX_ENOSPC (out is too small). out is unchanged on failure. Thread-safe. */
 CX_API int cx_dedupe_key(const cx_msg_meta_t *meta, const ProtobufCMessage *msg,
                          const cx_keyring_t *keyring, cx_buf_t *out, cx_error_t *err);
 

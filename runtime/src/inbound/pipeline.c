@@ -889,8 +889,11 @@ static void prepare(cx_runtime_t *rt, const cx_exchange_t *ex, exchange_state_t 
         cx_buf_t kb;
         char kmem[1024];
         cx_buf_init_fixed(&kb, kmem, sizeof kmem);
-        if (cx_dedupe_key(it->ev->meta, it->ev->msg, &keyring, &kb, &err) != 0) {
-            fail(it, CX_EDEDUPE_KEY, 1);
+        int krc = cx_dedupe_key(it->ev->meta, it->ev->msg, &keyring, &kb, &err);
+        if (krc != 0) {
+            /* Permanent either way: a value the template needs is empty, or the key would be
+             * longer than any store takes (a redelivery builds the same key). */
+            fail(it, krc == CX_ELIMIT ? CX_ELIMIT : CX_EDEDUPE_KEY, 1);
             continue;
         }
         it->key = cx_arena_strndup(&x->arena, kb.data, kb.len);

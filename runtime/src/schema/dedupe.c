@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/words.h"
+#include "cx/dedupe_store.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "schema/access.h"
 
@@ -149,19 +150,37 @@ static size_t plain_prefix(const char *s, size_t n)
     return i;
 }
 
+/* A key being built: at most CX_DEDUPE_KEY_MAX bytes (what every store accepts), on the
+ * stack, appended to the caller's buffer once it is complete. */
+typedef struct {
+    char b[CX_DEDUPE_KEY_MAX];
+    size_t len;
+    int over; /* something did not fit */
+} keybuf_t;
+
+static void key_put(keybuf_t *k, const char *s, size_t n)
+{
+    if (n > sizeof k->b - k->len) {
+        k->over = 1;
+        return;
+    }
+    memcpy(k->b + k->len, s, n);
+    k->len += n;
+}
+
 /* Appends text with ':' and '%' percent-escaped, so a value cannot forge a segment. */
-static void append_escaped(cx_buf_t *out, const char *s, size_t n)
+static void key_put_escaped(keybuf_t *k, const char *s, size_t n)
 {
     size_t start = 0;
-    /* Ids rarely hold either: the scan skips to the first, and most keys need one append. */
+    /* Ids rarely hold either: the scan skips to the first, and most values are one copy. */
     for (size_t i = plain_prefix(s, n); i < n; i++) {
         if (s[i] == ':' || s[i] == '%') {
-            cx_buf_append(out, s + start, i - start);
-            cx_buf_puts(out, s[i] == ':' ? "%3A" : "%25");
+            key_put(k, s + start, i - start);
+            key_put(k, s[i] == ':' ? "%3A" : "%25", 3);
             start = i + 1;
         }
     }
-    cx_buf_append(out, s + start, n - start);
+    key_put(k, s + start, n - start);
 }
 
 /* "channel.account_id" for error messages, from the descriptors along the path. */
@@ -188,11 +207,13 @@ int cx_dedupe_key(const cx_msg_meta_t *meta, const ProtobufCMessage *msg,
     if (meta->key == NULL)
         return cx_error_set(err, CX_EINVAL, NULL, "%s has no dedupe-key template",
                             meta->full_name);
-    size_t start = out->len;
+    keybuf_t k;
+    k.len = 0;
+    k.over = 0;
     for (uint8_t s = 0; s < meta->n_key; s++) {
         const cx_key_segment_t *seg = &meta->key[s];
         if (seg->literal) {
-            cx_buf_puts(out, seg->literal);
+            key_put(&k, seg->literal, strlen(seg->literal));
             continue;
         }
         resolved_t r;
@@ -202,7 +223,6 @@ int cx_dedupe_key(const cx_msg_meta_t *meta, const ProtobufCMessage *msg,
         if (a == seg->n_alt) {
             char name[128];
             path_name(meta, &seg->alt[0], name, sizeof name);
-            cx_buf_truncate(out, start);
             return cx_error_set(err, CX_EDEDUPE_KEY, name,
                                 "dedupe key of %s: '%s'%s is empty", meta->full_name, name,
                                 seg->n_alt > 1 ? " and its alternatives" : "");
@@ -216,16 +236,21 @@ int cx_dedupe_key(const cx_msg_meta_t *meta, const ProtobufCMessage *msg,
             if (rc != 0) {
                 char name[128];
                 path_name(meta, &seg->alt[a], name, sizeof name);
-                cx_buf_truncate(out, start);
                 return cx_error_set(err, rc, name,
                                     "'%s' is personal data: its key segment needs a keyring",
                                     name);
             }
-            cx_buf_append(out, pseudo, 16);
+            key_put(&k, pseudo, 16);
         } else {
-            append_escaped(out, text, n);
+            key_put_escaped(&k, text, n);
         }
     }
+    if (k.over)
+        return cx_error_set(err, CX_ELIMIT, NULL,
+                            "dedupe key of %s is longer than %d bytes", meta->full_name,
+                            CX_DEDUPE_KEY_MAX);
+    size_t start = out->len;
+    cx_buf_append(out, k.b, k.len);
     int rc = cx_buf_error(out);
     if (rc != 0) {
         cx_buf_truncate(out, start);
