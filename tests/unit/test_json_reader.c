@@ -104,6 +104,17 @@ static void test_lookups_on_missing_or_wrong_types_are_null(void **state)
     assert_null(cx_mj_gets(v, "a")); /* not a string */
     assert_null(cx_mj_str(NULL));
     assert_int_equal(cx_mj_len(cx_mj_get(v, "s")), 0);
+    /* Names sharing a first byte, a prefix, and the empty name. */
+    v = ok("{\"ab\":1,\"aa\":2,\"\":3,\"a\":4}");
+    assert_string_equal(cx_mj_gets(ok("{\"ab\":\"x\",\"aa\":\"y\"}"), "aa"), "y");
+    double d = 0;
+    assert_int_equal(cx_mj_number(cx_mj_get(v, "aa"), &d), 0);
+    assert_true(d == 2);
+    assert_int_equal(cx_mj_number(cx_mj_get(v, ""), &d), 0);
+    assert_true(d == 3);
+    assert_int_equal(cx_mj_number(cx_mj_get(v, "a"), &d), 0);
+    assert_true(d == 4);
+    assert_null(cx_mj_get(v, "abc"));
     assert_int_equal(cx_mj_len(NULL), 0);
     assert_false(cx_mj_is(NULL, CX_MJ_NULL));
     assert_false(cx_mj_true(NULL));

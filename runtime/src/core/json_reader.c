@@ -513,8 +513,10 @@ const cx_mj_t *cx_mj_get(const cx_mj_t *v, const char *key)
 {
     if (v == NULL || v->type != CX_MJ_OBJECT)
         return NULL;
+    /* The first byte rules out most members without a call (adapters look up a handful of
+     * short names per object). */
     for (uint32_t i = 0; i < v->n; i++)
-        if (strcmp(v->u.members[i].key, key) == 0)
+        if (v->u.members[i].key[0] == key[0] && strcmp(v->u.members[i].key, key) == 0)
             return &v->u.members[i].value;
     return NULL;
 }
