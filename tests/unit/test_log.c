@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include <pthread.h>
@@ -1020,6 +1021,481 @@ static void test_log_long_fields_and_extras_stay_valid(void **state)
     fx_free(f);
 }
 
+/* ---- Against printf ------------------------------------------------------------------------
+ * The writer formats numbers and timestamps by hand; these tests render many records and
+ * compare each line byte for byte with one built here the plain way: snprintf for the numbers,
+ * gmtime_r for the date, one character at a time for the strings. */
+
+/* xorshift64: the same cases on every run. */
+static uint64_t rng_state = UINT64_C(0x9E3779B97F4A7C15);
+
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+typedef struct {
+    char *p;
+    size_t len;
+} ref_t;
+
+static void ref_raw(ref_t *r, const char *s, size_t n)
+{
+    assert_true(r->len + n < CX_LOG_LINE_MAX);
+    memcpy(r->p + r->len, s, n);
+    r->len += n;
+}
+
+static void ref_lit(ref_t *r, const char *s)
+{
+    ref_raw(r, s, strlen(s));
+}
+
+static void ref_fmt(ref_t *r, const char *fmt, ...)
+{
+    char tmp[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    assert_true(n > 0 && (size_t)n < sizeof tmp);
+    ref_raw(r, tmp, (size_t)n);
+}
+
+/* A JSON string as the logger writes it (valid UTF-8 kept, anything else \ufffd). */
+static void ref_string(ref_t *r, const char *s)
+{
+    if (s == NULL) {
+        ref_lit(r, "null");
+        return;
+    }
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = strlen(s);
+    ref_lit(r, "\"");
+    for (size_t i = 0; i < n;) {
+        unsigned c = u[i];
+        const char *esc = c == '"'    ? "\\\""
+                          : c == '\\' ? "\\\\"
+                          : c == '\n' ? "\\n"
+                          : c == '\r' ? "\\r"
+                          : c == '\t' ? "\\t"
+                          : c == '\b' ? "\\b"
+                          : c == '\f' ? "\\f"
+                                      : NULL;
+        if (esc != NULL) {
+            ref_lit(r, esc);
+            i++;
+        } else if (c < 0x20 || c == 0x7F) {
+            ref_fmt(r, "\\u%04x", c);
+            i++;
+        } else {
+            size_t len = j_utf8(u + i, n - i);
+            if (len == 0) {
+                ref_lit(r, "\\ufffd");
+                i++;
+            } else {
+                ref_raw(r, s + i, len);
+                i += len;
+            }
+        }
+    }
+    ref_lit(r, "\"");
+}
+
+static void ref_ts(ref_t *r, int64_t ms)
+{
+    const int64_t max_ms = INT64_C(253402300799999);
+    ms = ms < 0 ? 0 : ms > max_ms ? max_ms : ms;
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    assert_non_null(gmtime_r(&secs, &tm));
+    ref_fmt(r, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"", tm.tm_year + 1900, tm.tm_mon + 1,
+            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+static void ref_ms(ref_t *r, double v)
+{
+    if (!isfinite(v)) {
+        ref_lit(r, "null");
+        return;
+    }
+    v = v > 1e12 ? 1e12 : v < -1e12 ? -1e12 : v;
+    if (v > -0.0005 && v < 0.0005)
+        v = 0;
+    char tmp[64];
+    int n = snprintf(tmp, sizeof tmp, "%.3f", v);
+    while (n > 0 && tmp[n - 1] == '0')
+        n--;
+    if (n > 0 && tmp[n - 1] == '.')
+        n--;
+    ref_raw(r, tmp, (size_t)n);
+}
+
+typedef struct {
+    int level;
+    int64_t ms;
+    const char *str[CX_LOG__NSTR]; /* msg included */
+    int dedupe_hit;                /* -1 unset */
+    int has_latency, has_attempt, has_upstream;
+    double latency;
+    int64_t attempt;
+    int upstream;
+    int n_extra;
+    const char *extra_key[CX_LOG_MAX_EXTRA];
+    const char *extra_str[CX_LOG_MAX_EXTRA]; /* NULL: the integer */
+    int64_t extra_num[CX_LOG_MAX_EXTRA];
+} ref_rec_t;
+
+/* The standard string keys in line order, with the record's setter. */
+static const struct {
+    const char *key;
+    int field;
+    void (*set)(cx_log_record_t *, const char *);
+} REF_STR_KEYS[] = {
+    {"connector", CX_LOG__CONNECTOR, cx_log_set_connector},
+    {"correlation_id", CX_LOG__CORRELATION_ID, cx_log_set_correlation_id},
+    {"request_id", CX_LOG__REQUEST_ID, cx_log_set_request_id},
+    {"tenant_id", CX_LOG__TENANT_ID, cx_log_set_tenant_id},
+    {"integration_id", CX_LOG__INTEGRATION_ID, cx_log_set_integration_id},
+    {"capability", CX_LOG__CAPABILITY, cx_log_set_capability},
+    {"event_type", CX_LOG__EVENT_TYPE, cx_log_set_event_type},
+    {"dedupe_key", CX_LOG__DEDUPE_KEY, cx_log_set_dedupe_key},
+};
+
+static void ref_str_key(ref_t *r, const ref_rec_t *rr, int field, const char *key)
+{
+    ref_fmt(r, ",\"%s\":", key);
+    ref_string(r, rr->str[field]);
+}
+
+static void ref_line(ref_t *r, const ref_rec_t *rr, const char *service, const char *version)
+{
+    static const char *const LEVELS[] = {"info", "debug", "info", "warn", "error"};
+    r->len = 0;
+    ref_lit(r, "{\"ts\":");
+    ref_ts(r, rr->ms);
+    ref_fmt(r, ",\"level\":\"%s\",\"service\":", LEVELS[rr->level]);
+    ref_string(r, service);
+    ref_lit(r, ",\"version\":");
+    ref_string(r, version);
+    for (size_t i = 0; i < sizeof REF_STR_KEYS / sizeof REF_STR_KEYS[0]; i++)
+        ref_str_key(r, rr, REF_STR_KEYS[i].field, REF_STR_KEYS[i].key);
+    ref_fmt(r, ",\"dedupe_hit\":%s",
+            rr->dedupe_hit < 0 ? "null"
+            : rr->dedupe_hit   ? "true"
+                               : "false");
+    ref_str_key(r, rr, CX_LOG__OUTCOME, "outcome");
+    ref_lit(r, ",\"latency_ms\":");
+    if (rr->has_latency)
+        ref_ms(r, rr->latency);
+    else
+        ref_lit(r, "null");
+    if (rr->has_attempt)
+        ref_fmt(r, ",\"attempt\":%lld", (long long)rr->attempt);
+    else
+        ref_lit(r, ",\"attempt\":null");
+    ref_str_key(r, rr, CX_LOG__ERROR_CODE, "error_code");
+    ref_str_key(r, rr, CX_LOG__ERROR_CLASS, "error_class");
+    if (rr->has_upstream)
+        ref_fmt(r, ",\"upstream_status\":%d", rr->upstream);
+    else
+        ref_lit(r, ",\"upstream_status\":null");
+    for (int i = 0; i < rr->n_extra; i++) {
+        ref_fmt(r, ",\"%s\":", rr->extra_key[i]);
+        if (rr->extra_str[i] != NULL)
+            ref_string(r, rr->extra_str[i]);
+        else
+            ref_fmt(r, "%lld", (long long)rr->extra_num[i]);
+    }
+    ref_lit(r, ",\"msg\":");
+    ref_string(r, rr->str[CX_LOG__MSG]);
+    ref_lit(r, "}");
+    r->p[r->len] = '\0';
+}
+
+static void ref_emit(cx_logger_t *lg, const ref_rec_t *rr)
+{
+    cx_log_record_t rec;
+    assert_int_equal(cx_log_begin(&rec, lg, (cx_log_level_t)rr->level), 1);
+    for (size_t i = 0; i < sizeof REF_STR_KEYS / sizeof REF_STR_KEYS[0]; i++)
+        REF_STR_KEYS[i].set(&rec, rr->str[REF_STR_KEYS[i].field]);
+    cx_log_set_outcome(&rec, rr->str[CX_LOG__OUTCOME]);
+    cx_log_set_error_code(&rec, rr->str[CX_LOG__ERROR_CODE]);
+    cx_log_set_error_class(&rec, rr->str[CX_LOG__ERROR_CLASS]);
+    if (rr->dedupe_hit >= 0)
+        cx_log_set_dedupe_hit(&rec, rr->dedupe_hit);
+    if (rr->has_latency)
+        cx_log_set_latency_ms(&rec, rr->latency);
+    if (rr->has_attempt)
+        cx_log_set_attempt(&rec, rr->attempt);
+    if (rr->has_upstream)
+        cx_log_set_upstream_status(&rec, rr->upstream);
+    for (int i = 0; i < rr->n_extra; i++) {
+        if (rr->extra_str[i] != NULL)
+            assert_int_equal(cx_log_set_pii(&rec, rr->extra_key[i], rr->extra_str[i], CX_PII_NONE),
+                             0);
+        else
+            assert_int_equal(cx_log_set_int(&rec, rr->extra_key[i], rr->extra_num[i]), 0);
+    }
+    cx_log_set_msg(&rec, rr->str[CX_LOG__MSG]);
+    cx_log_emit(&rec);
+}
+
+/* Keeps the last line (newline stripped) for comparison. */
+typedef struct {
+    char line[CX_LOG_LINE_MAX];
+    size_t len;
+} last_line_t;
+
+static void last_line_sink(void *ud, const char *line, size_t len)
+{
+    last_line_t *l = ud;
+    assert_true(len > 0 && len <= CX_LOG_LINE_MAX && line[len - 1] == '\n');
+    memcpy(l->line, line, len - 1);
+    l->line[len - 1] = '\0';
+    l->len = len - 1;
+}
+
+static int64_t ref_clock(void *ud)
+{
+    return ((const ref_rec_t *)ud)->ms;
+}
+
+typedef struct {
+    last_line_t last;
+    char want[CX_LOG_LINE_MAX];
+    ref_rec_t rec;
+    cx_logger_t *lg;
+    const char *service, *version;
+} ref_fx_t;
+
+static ref_fx_t *ref_fx_new(const char *service, const char *version)
+{
+    ref_fx_t *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    f->service = service;
+    f->version = version;
+    cx_logger_config_t cfg = {.service = service,
+                              .version = version,
+                              .level = CX_LOG_DEBUG,
+                              .sink = last_line_sink,
+                              .sink_ud = &f->last,
+                              .clock = ref_clock,
+                              .clock_ud = &f->rec};
+    assert_int_equal(cx_logger_new(&cfg, &f->lg), 0);
+    return f;
+}
+
+static void ref_fx_free(ref_fx_t *f)
+{
+    cx_logger_free(f->lg);
+    free(f);
+}
+
+/* Emits f->rec and compares the line with the reference. */
+static void ref_check(ref_fx_t *f)
+{
+    ref_t r = {f->want, 0};
+    ref_line(&r, &f->rec, f->service, f->version);
+    ref_emit(f->lg, &f->rec);
+    if (f->last.len != r.len || memcmp(f->last.line, f->want, r.len) != 0)
+        fail_msg("line differs from the reference:\n got  %s\n want %s", f->last.line, f->want);
+}
+
+static double rng_double(void)
+{
+    return (double)(rng() >> 11) / 9007199254740992.0; /* [0, 1) */
+}
+
+/* Latencies across the whole range, with the places printf's rounding is delicate: exact ties
+ * (odd multiples of 1/16), decimal halves that are not ties and their neighbours, the 0.0005
+ * threshold, the clamp, tiny and huge values, and arbitrary bit patterns. */
+static double rng_latency(void)
+{
+    static const double EDGES[] = {
+        0.0,      -0.0,   0.0005,       -0.0005, 0.0004999, 0.0015,   0.0625,  0.1875,
+        1.2345,   2.0005, 2.5,          0.001,   0.999,     0.9995,   0.99949, 9.9995,
+        999.9995, 1e9,    1e9 - 0.0005, 1e12,    -1e12,     1e12 + 1, 1e13,    123456789.0625,
+        5e-324,   1e-300, 0.1,          0.7,     1.0005};
+    double v;
+    uint64_t bits;
+    switch (rng() % 10) {
+    case 0:
+        v = EDGES[rng() % (sizeof EDGES / sizeof EDGES[0])];
+        break;
+    case 1: /* an exact tie: an odd multiple of 1/16 */
+        v = (double)(2 * (rng() % 1000000) + 1) / 16.0;
+        break;
+    case 2: /* a decimal half (x.yyy5), as close as a double gets */
+        v = ((double)(rng() % 100000000) + 0.5) / 1000.0;
+        break;
+    case 3: /* ... and one ulp either side of one */
+        v = ((double)(rng() % 1000000) + 0.5) / 1000.0;
+        v = nextafter(v, (rng() & 1) ? 0 : 1e300);
+        break;
+    case 4:
+        v = rng_double() * 1000.0;
+        break;
+    case 5:
+        v = rng_double() * 0.01;
+        break;
+    case 6:
+        v = ldexp(rng_double() + 0.5, (int)(rng() % 60) - 20);
+        break;
+    case 7:
+        v = rng_double() * 2e12;
+        break;
+    default:
+        do {
+            bits = rng();
+            memcpy(&v, &bits, sizeof v);
+        } while (!isfinite(v));
+        break;
+    }
+    return (rng() % 4 == 0) ? -v : v;
+}
+
+static int64_t rng_int64(void)
+{
+    switch (rng() % 6) {
+    case 0:
+        return INT64_MIN + (int64_t)(rng() % 3);
+    case 1:
+        return INT64_MAX - (int64_t)(rng() % 3);
+    case 2:
+        return (int64_t)(rng() % 2001) - 1000;
+    case 3:
+        return (int64_t)(rng() % 10) * ((rng() & 1) ? 1 : -1);
+    default:
+        return (int64_t)rng();
+    }
+}
+
+/* A string of up to max bytes: plain text mostly, with escapes, UTF-8 (valid and not) mixed
+ * in at random places; no '@' and no run of digits long enough to look like a phone number, so
+ * that msg is never masked. */
+static const char *rng_string(char *buf, size_t max)
+{
+    static const char *const PLAIN[] = {"a", "Z", "-", ":", " ", "/", "_", "."};
+    /* Digits, escapes, UTF-8 valid and not. */
+    static const char *const OTHER[] = {
+        "0",  "42",   "\"",   "\\",           "\n",           "\t",      "\r",
+        "\b", "\f",   "\x01", "\x1f",         "\x7f",         "é",       "€",
+        "😀",  "\xc3", "\xff", "\xed\xa0\x80", "\xf4\x90\x80", "\xe2\x82"};
+    size_t len = rng() % (max + 1), n = 0, digits = 0;
+    int plain = rng() % 2 == 0;
+    while (n < len) {
+        const char *p = plain || rng() % 3 == 0 ? PLAIN[rng() % 8]
+                                                : OTHER[rng() % (sizeof OTHER / sizeof *OTHER)];
+        size_t l = strlen(p);
+        if (n + l > len)
+            break;
+        digits = (p[0] >= '0' && p[0] <= '9') ? digits + l : 0;
+        if (digits >= 6) {
+            p = "x";
+            l = 1;
+            digits = 0;
+        }
+        memcpy(buf + n, p, l);
+        n += l;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Random records, every key set or not. The strings are short enough (at most 40 bytes, 6 bytes
+ * each once escaped) that no line is ever cut, which the reference does not model. */
+static void test_log_lines_match_printf_reference(void **state)
+{
+    (void)state;
+    static const char *const KEYS[] = {"index",     "items", "status",
+                                       "permanent", "k",     "a_long_key_name_of_32_bytes_xxxx",
+                                       "n0",        "zz"};
+    static char strs[CX_LOG__NSTR + CX_LOG_MAX_EXTRA][80];
+    char service[CX_LOG_NAME_MAX], version[CX_LOG_NAME_MAX];
+    for (int round = 0; round < 40; round++) {
+        rng_string(service, CX_LOG_NAME_MAX - 1);
+        if (service[0] == '\0')
+            strcpy(service, "s");
+        ref_fx_t *f = ref_fx_new(service, rng_string(version, CX_LOG_NAME_MAX - 1));
+        for (int i = 0; i < 250; i++) {
+            ref_rec_t *rr = &f->rec;
+            memset(rr, 0, sizeof *rr);
+            rr->level = 1 + (int)(rng() % 4);
+            rr->ms = (int64_t)(rng() % INT64_C(253402300800000));
+            if (rng() % 8 == 0)
+                rr->ms = (int64_t)rng(); /* negative or past 9999: clamped */
+            for (int s = 0; s < CX_LOG__NSTR; s++)
+                rr->str[s] = rng() % 4 ? rng_string(strs[s], 40) : NULL;
+            rr->dedupe_hit = (int)(rng() % 3) - 1;
+            rr->has_latency = rng() % 4 != 0;
+            rr->latency = rng_latency();
+            if (rng() % 16 == 0)
+                rr->latency = (rng() & 1) ? NAN : -INFINITY;
+            rr->has_attempt = rng() % 2;
+            rr->attempt = rng_int64();
+            rr->has_upstream = rng() % 2;
+            rr->upstream = (int)rng_int64();
+            rr->n_extra = (int)(rng() % (CX_LOG_MAX_EXTRA + 1));
+            for (int e = 0; e < rr->n_extra; e++) {
+                rr->extra_key[e] = KEYS[e];
+                rr->extra_str[e] = rng() % 2 ? rng_string(strs[CX_LOG__NSTR + e], 32) : NULL;
+                rr->extra_num[e] = rng_int64();
+            }
+            ref_check(f);
+        }
+        ref_fx_free(f);
+    }
+}
+
+static void test_log_latency_matches_printf(void **state)
+{
+    (void)state;
+    ref_fx_t *f = ref_fx_new("s", "v");
+    for (int i = 0; i < 30000; i++) {
+        memset(&f->rec, 0, sizeof f->rec);
+        f->rec.level = CX_LOG_INFO;
+        f->rec.dedupe_hit = -1;
+        f->rec.has_latency = 1;
+        f->rec.latency = rng_latency();
+        ref_check(f);
+    }
+    ref_fx_free(f);
+}
+
+/* Around midnight of every day of years where the calendar turns: month ends, leap days
+ * (1972, 2000 and 2400 have one; 2100 has not) and year ends; then the clamps. */
+static void test_log_ts_matches_gmtime(void **state)
+{
+    (void)state;
+    /* 1970-01-01, 1972-01-01, 1999-01-01, 2099-01-01, 2399-01-01 and 9997-11-01, whose 800
+     * days run past 9999-12-31 into the clamp. */
+    static const int64_t FIRST_DAY[] = {0, 730, 10592, 47117, 156689, 2932106};
+    ref_fx_t *f = ref_fx_new("s", "v");
+    memset(&f->rec, 0, sizeof f->rec);
+    f->rec.level = CX_LOG_INFO;
+    f->rec.dedupe_hit = -1;
+    for (size_t k = 0; k < sizeof FIRST_DAY / sizeof FIRST_DAY[0]; k++) {
+        for (int64_t day = FIRST_DAY[k]; day < FIRST_DAY[k] + 800; day++) {
+            static const int64_t AROUND[] = {-1000, -1, 0, 1, 999, 1000, 43200000};
+            for (size_t a = 0; a < sizeof AROUND / sizeof AROUND[0]; a++) {
+                f->rec.ms = day * 86400000 + AROUND[a];
+                ref_check(f);
+            }
+        }
+    }
+    static const int64_t CLAMPED[] = {INT64_MIN, -1, INT64_C(253402300799999),
+                                      INT64_C(253402300800000), INT64_MAX};
+    for (size_t i = 0; i < sizeof CLAMPED / sizeof CLAMPED[0]; i++) {
+        f->rec.ms = CLAMPED[i];
+        ref_check(f);
+    }
+    ref_fx_free(f);
+}
+
 /* ---- Threads ------------------------------------------------------------------------------ */
 
 #define THREADS 8
@@ -1260,6 +1736,9 @@ int main(void)
         cmocka_unit_test(test_log_long_msg_is_truncated_to_valid_json),
         cmocka_unit_test(test_log_truncation_never_splits_escape_or_utf8),
         cmocka_unit_test(test_log_long_fields_and_extras_stay_valid),
+        cmocka_unit_test(test_log_lines_match_printf_reference),
+        cmocka_unit_test(test_log_latency_matches_printf),
+        cmocka_unit_test(test_log_ts_matches_gmtime),
         cmocka_unit_test(test_log_concurrent_threads_capture_whole_lines),
         cmocka_unit_test(test_log_concurrent_threads_fd_sink_whole_lines),
         cmocka_unit_test(test_log_flush_calls_sink_flush),

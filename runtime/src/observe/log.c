@@ -12,6 +12,12 @@
  *
  * PII is masked while the line is written, from the caller's borrowed string: the unmasked value
  * is never copied anywhere, not even to the stack.
+ *
+ * A line costs a few thousand instructions, and services log one per item: nothing on the line
+ * path goes through printf. Keys are constant text copied with their length, numbers and the
+ * timestamp are written digit by digit (format_ms reproduces "%.3f" exactly, see there), runs
+ * of plain bytes in a value are found eight at a time and copied at once, and the part of the
+ * line that depends on the logger alone (service, version) is rendered when it is created.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -26,8 +32,23 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/words.h"
 #include "cx/cx.h"
 #include "cx/log.h"
+
+/* A fixed piece of line text and its length: copied with one memcpy, never measured. */
+typedef struct {
+    const char *text;
+    size_t len;
+} text_t;
+/* clang-format off */
+#define TEXT(lit) {lit, sizeof(lit) - 1}
+/* clang-format on */
+
+/* The part of every line that depends on the logger alone, `,"service":"...","version":"..."`,
+ * rendered once by cx_logger_new: both names are under CX_LOG_NAME_MAX bytes, so escaped
+ * (6 bytes a byte at most) this is its bound. */
+#define HEAD_MAX (2 * (sizeof ",\"version\":\"\"" - 1 + 6 * (CX_LOG_NAME_MAX - 1)))
 
 struct cx_logger_s {
     cx_allocator_t alloc;
@@ -39,11 +60,29 @@ struct cx_logger_s {
     void *clock_ud;
     char service[CX_LOG_NAME_MAX];
     char version[CX_LOG_NAME_MAX];
+    size_t head_len;
+    char head[HEAD_MAX];
 };
+
+static void render_head(cx_logger_t *lg);
 
 /* ---- Levels ------------------------------------------------------------------------------- */
 
-static const char *const LEVEL_NAMES[] = {"info", "debug", "info", "warn", "error", "off"};
+/* Indexed by cx_log_level_t; CX_LOG_DEFAULT means info. */
+#define LEVEL_MAP(X) X(info) X(debug) X(info) X(warn) X(error) X(off)
+
+static const char *const LEVEL_NAMES[] = {
+#define L_NAME(name) #name,
+    LEVEL_MAP(L_NAME)
+#undef L_NAME
+};
+
+/* The same names as JSON strings, for the line writer. */
+static const text_t LEVEL_VALUES[] = {
+#define L_VALUE(name) TEXT("\"" #name "\""),
+    LEVEL_MAP(L_VALUE)
+#undef L_VALUE
+};
 
 const char *cx_log_level_name(cx_log_level_t level)
 {
@@ -116,6 +155,7 @@ int cx_logger_new(const cx_logger_config_t *cfg, cx_logger_t **out)
     lg->clock_ud = cfg->clock_ud;
     memcpy(lg->service, cfg->service, strlen(cfg->service) + 1);
     memcpy(lg->version, version, strlen(version) + 1);
+    render_head(lg);
     *out = lg;
     return 0;
 }
@@ -313,17 +353,30 @@ enum {
         N_STD_KEYS
 };
 
-static const char *const STD_KEYS[N_STD_KEYS] = {
-#define K_NAME(key, field) #key,
-    STD_KEY_MAP(K_NAME)
-#undef K_NAME
+/* Each key as the line spells it, `,"key":` (the first key drops the comma); the name alone is
+ * text + 2. */
+#define KEY_TEXT(name) TEXT(",\"" name "\":")
+#define KEY_NAME_LEN(k) ((k).len - 4)
+
+static const text_t STD_KEYS[N_STD_KEYS] = {
+#define K_TEXT(key, field) KEY_TEXT(#key),
+    STD_KEY_MAP(K_TEXT)
+#undef K_TEXT
 };
+
+static const text_t MSG_KEY = KEY_TEXT("msg");
+static const text_t TRUNCATED_KEY = KEY_TEXT("truncated");
 
 static const int STR_OF_KEY[N_STD_KEYS] = {
 #define K_FIELD(key, field) field,
     STD_KEY_MAP(K_FIELD)
 #undef K_FIELD
 };
+
+static int same_name(const char *key, size_t n, const text_t *k)
+{
+    return k->text[2] == key[0] && KEY_NAME_LEN(*k) == n && memcmp(key, k->text + 2, n) == 0;
+}
 
 static int valid_extra_key(const cx_log_record_t *rec, const char *key)
 {
@@ -335,11 +388,12 @@ static int valid_extra_key(const cx_log_record_t *rec, const char *key)
         if (n >= 32 || !((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
             return 0;
     }
+    /* Names with another first byte or length are skipped without a compare. */
     for (int i = 0; i < N_STD_KEYS; i++) {
-        if (strcmp(key, STD_KEYS[i]) == 0)
+        if (same_name(key, n, &STD_KEYS[i]))
             return 0;
     }
-    if (strcmp(key, "msg") == 0 || strcmp(key, "truncated") == 0)
+    if (same_name(key, n, &MSG_KEY) || same_name(key, n, &TRUNCATED_KEY))
         return 0;
     for (int i = 0; i < rec->n_extra; i++) {
         if (strcmp(key, rec->extra[i].key) == 0)
@@ -384,8 +438,17 @@ int cx_log_set_int(cx_log_record_t *rec, const char *key, int64_t value)
 /* Room kept for each required key still to come: `,"key":` plus this much value. Enough for
  * the timestamp, the level, true/false/null, "" and every number the writer prints. */
 #define VALUE_RESERVE 32
+/* Kept back for msg, the last required key, and for all of them. */
+#define RESERVE_MSG (sizeof ",\"msg\":" - 1 + VALUE_RESERVE)
+#define K_RESERVE(key, field) +(sizeof ",\"" #key "\":" - 1 + VALUE_RESERVE)
+#define RESERVE_ALL (RESERVE_MSG STD_KEY_MAP(K_RESERVE))
 /* The reservations for every required key come to under 1 KiB; the limit must leave room. */
 _Static_assert(CX_LOG_LINE_MAX >= 2048, "CX_LOG_LINE_MAX too small for the required keys");
+/* The line opens with `{"ts":"...","level":"..."` (under 64 bytes) and the logger's head, under
+ * no budget: with every reservation still kept back after them, they must always fit whole. */
+_Static_assert(64 + HEAD_MAX + RESERVE_ALL + sizeof TAIL_TRUNCATED + sizeof TAIL_CLOSE <=
+                   CX_LOG_LINE_MAX,
+               "CX_LOG_LINE_MAX too small for the head of a line");
 
 typedef struct {
     char *p;
@@ -491,6 +554,35 @@ static size_t escape_one(const unsigned char *s, size_t n, char out[6], size_t *
     return len;
 }
 
+/* Bytes that go into a JSON string as they are: printable ASCII but the quote and backslash. */
+static int is_plain(unsigned char c)
+{
+    return c >= 0x20 && c < 0x7F && c != '"' && c != '\\';
+}
+
+/* Nonzero when a byte of x is not plain. */
+static uint64_t word_has_special(uint64_t x)
+{
+    return cx__word_has(x, '"') | cx__word_has(x, '\\') | cx__word_has(x, 0x7F) |
+           cx__word_has_below(x, 0x20) | (x & CX__HIGHS);
+}
+
+/* The number of plain bytes at the start of s (n bytes): most values are plain throughout, so
+ * they are measured eight bytes at a time and copied in one memcpy. */
+static size_t plain_run(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (n - i >= 8 && !word_has_special(cx__word(s + i)))
+        i += 8;
+    /* Fewer than 8 bytes left: the word that ends the string covers them (and bytes already
+     * known plain). */
+    if (n - i < 8 && n >= 8 && !word_has_special(cx__word(s + n - 8)))
+        return n;
+    while (i < n && is_plain(s[i]))
+        i++;
+    return i;
+}
+
 /* Writes "s" (its first max_in bytes at most) under budget, cutting on a whole character when
  * room runs out; NULL writes null. The caller's reservation guarantees room for `""`/null. */
 static void lw_string(lw_t *w, size_t budget, const char *s, size_t n, size_t max_in)
@@ -505,13 +597,31 @@ static void lw_string(lw_t *w, size_t budget, const char *s, size_t n, size_t ma
     }
     if (budget > w->limit)
         budget = w->limit;
-    if (lw_put(w, budget, "\"", 1) != 0)
-        return;
+    if (w->len >= budget)
+        return; /* not even the opening quote fits */
+    w->p[w->len++] = '"';
     /* Keep one byte back for the closing quote. */
     size_t inner = budget - 1;
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
     while (i < n) {
+        /* A run of plain bytes is cut where room runs out: every byte is a whole character. */
+        size_t run = plain_run(u + i, n - i);
+        if (run > 0) {
+            size_t room = w->len < inner ? inner - w->len : 0;
+            int cut = run > room;
+            if (cut)
+                run = room;
+            memcpy(w->p + w->len, u + i, run);
+            w->len += run;
+            i += run;
+            if (cut) {
+                w->truncated = 1;
+                break;
+            }
+            if (i == n)
+                break;
+        }
         char rep[6];
         size_t used;
         size_t r = escape_one(u + i, n - i, rep, &used);
@@ -521,14 +631,45 @@ static void lw_string(lw_t *w, size_t budget, const char *s, size_t n, size_t ma
         }
         i += used;
     }
-    lw_put(w, budget, "\"", 1);
+    if (w->len < budget)
+        w->p[w->len++] = '"';
 }
 
-static int lw_key(lw_t *w, size_t budget, const char *key, int first)
+static void render_head(cx_logger_t *lg)
+{
+    lw_t w = {lg->head, 0, sizeof lg->head, 0};
+    lw_put(&w, w.limit, STD_KEYS[K_service].text, STD_KEYS[K_service].len);
+    lw_string(&w, w.limit, lg->service, strlen(lg->service), CX_LOG_NAME_MAX);
+    lw_put(&w, w.limit, STD_KEYS[K_version].text, STD_KEYS[K_version].len);
+    lw_string(&w, w.limit, lg->version, strlen(lg->version), CX_LOG_NAME_MAX);
+    lg->head_len = w.len;
+}
+
+/* `,"key":` for an extra key (at most 32 bytes, checked when it was set), all or nothing. */
+static int lw_extra_key(lw_t *w, size_t budget, const char *key)
 {
     char tmp[48];
-    int n = snprintf(tmp, sizeof tmp, "%s\"%s\":", first ? "" : ",", key);
-    return lw_put(w, budget, tmp, (size_t)n);
+    size_t n = strlen(key);
+    memcpy(tmp, ",\"", 2);
+    memcpy(tmp + 2, key, n);
+    memcpy(tmp + 2 + n, "\":", 2);
+    return lw_put(w, budget, tmp, n + 4);
+}
+
+/* v in decimal into out; returns the length (20 at most, "-9223372036854775808"). */
+static size_t format_int(int64_t v, char out[24])
+{
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    char tmp[20];
+    size_t k = sizeof tmp, n = 0;
+    do {
+        tmp[--k] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        out[n++] = '-';
+    memcpy(out + n, tmp + k, sizeof tmp - k);
+    return n + sizeof tmp - k;
 }
 
 /* ---- Masking ------------------------------------------------------------------------------ */
@@ -654,8 +795,8 @@ static void lw_extra(lw_t *w, size_t budget, const char *value, int64_t num, int
     char tmp[CX_LOG_VALUE_MAX + 8];
     size_t n;
     if (pii < 0) {
-        int m = snprintf(tmp, sizeof tmp, "%lld", (long long)num);
-        lw_put(w, budget, tmp, (size_t)m);
+        n = format_int(num, tmp);
+        lw_put(w, budget, tmp, n);
         return;
     }
     if (value == NULL) {
@@ -692,9 +833,18 @@ static int64_t now_ms(const cx_logger_t *lg)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* RFC 3339 UTC with milliseconds (24 bytes + NUL); days-to-civil from H. Hinnant's algorithm,
- * so no gmtime_r and no locale or TZ lookups on the hot path. */
-static void format_ts(int64_t ms, char out[32])
+static void put2(char *p, unsigned v)
+{
+    p[0] = (char)('0' + v / 10);
+    p[1] = (char)('0' + v % 10);
+}
+
+/* RFC 3339 UTC with milliseconds, quoted: `"YYYY-MM-DDTHH:MM:SS.mmmZ"`, 26 bytes. Days-to-civil
+ * from H. Hinnant's algorithm and digits written by hand, so no gmtime_r, no locale or TZ
+ * lookups and no printf on the hot path; the divisions are by constants (multiplications),
+ * cheaper than keeping a per-second cache that threads would have to share. */
+#define TS_QUOTED_LEN 26
+static void format_ts(int64_t ms, char out[TS_QUOTED_LEN])
 {
     const int64_t max_ms = INT64_C(253402300799999); /* 9999-12-31T23:59:59.999Z */
     if (ms < 0)
@@ -710,13 +860,30 @@ static void format_ts(int64_t ms, char out[32])
     unsigned mp = (5 * doy + 2) / 153;
     unsigned d = doy - (153 * mp + 2) / 5 + 1;
     unsigned m = mp < 10 ? mp + 3 : mp - 9;
-    int y = (int)(yoe + era * 400 + (m <= 2));
-    snprintf(out, 32, "%04d-%02u-%02uT%02u:%02u:%02u.%03uZ", y % 10000, m % 100, d % 100,
-             (unsigned)(sod / 3600), (unsigned)(sod / 60 % 60), (unsigned)(sod % 60),
-             (unsigned)(ms % 1000));
+    /* The clamp above keeps the year in 1970..9999: always four digits. */
+    unsigned y = (unsigned)(yoe + era * 400 + (m <= 2));
+    unsigned msec = (unsigned)(ms % 1000);
+    memcpy(out, "\"0000-00-00T00:00:00.000Z\"", TS_QUOTED_LEN);
+    put2(out + 1, y / 100);
+    put2(out + 3, y % 100);
+    put2(out + 6, m);
+    put2(out + 9, d);
+    put2(out + 12, (unsigned)(sod / 3600));
+    put2(out + 15, (unsigned)(sod / 60 % 60));
+    put2(out + 18, (unsigned)(sod % 60));
+    out[21] = (char)('0' + msec / 100);
+    put2(out + 22, msec % 100);
 }
 
-/* Up to 3 decimals, trailing zeros dropped: 3.25, 12, 0.001. */
+/* Up to 3 decimals, trailing zeros dropped: 3.25, 12, 0.001 (v finite).
+ *
+ * The digits are printf's "%.3f": v * 1000 rounded to the nearest integer, ties to even, computed
+ * exactly on v's binary value. v is m * 2^e with a 53-bit integer m; m * 1000 < 2^63 fits in 64
+ * bits, and for 0.0005 <= |v| <= 1e12 (smaller values print as 0, larger ones are clamped) the
+ * exponent is in -63..-13, so round(v * 1000) is one shift and a look at the bits shifted out.
+ * This is printf's output in the default rounding mode (the runtime never changes it); in a
+ * thread that an application switched to another mode, printf would follow that mode and the
+ * line does not: a latency reads the same whichever thread logs it. */
 static size_t format_ms(double v, char out[32])
 {
     if (v > 1e12)
@@ -725,12 +892,34 @@ static size_t format_ms(double v, char out[32])
         v = -1e12;
     if (v > -0.0005 && v < 0.0005)
         v = 0;
-    int n = snprintf(out, 32, "%.3f", v);
-    while (n > 0 && out[n - 1] == '0')
-        n--;
-    if (n > 0 && out[n - 1] == '.')
-        n--;
-    return (size_t)n;
+    size_t n = 0;
+    if (v < 0) {
+        out[n++] = '-';
+        v = -v;
+    }
+    uint64_t q = 0; /* round(v * 1000) */
+    if (v != 0) {
+        uint64_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        unsigned shift = 1075u - (unsigned)(bits >> 52); /* -e */
+        uint64_t x = ((bits & ((UINT64_C(1) << 52) - 1)) | (UINT64_C(1) << 52)) * 1000;
+        uint64_t rest = x & ((UINT64_C(1) << shift) - 1), half = UINT64_C(1) << (shift - 1);
+        q = x >> shift;
+        if (rest > half || (rest == half && (q & 1)))
+            q++;
+    }
+    n += format_int((int64_t)(q / 1000), out + n);
+    unsigned frac = (unsigned)(q % 1000);
+    if (frac != 0) {
+        out[n++] = '.';
+        out[n++] = (char)('0' + frac / 100);
+        if (frac % 100 != 0) {
+            out[n++] = (char)('0' + frac / 10 % 10);
+            if (frac % 10 != 0)
+                out[n++] = (char)('0' + frac % 10);
+        }
+    }
+    return n;
 }
 
 void cx_log_emit(cx_log_record_t *rec)
@@ -743,40 +932,32 @@ void cx_log_emit(cx_log_record_t *rec)
     char line[CX_LOG_LINE_MAX];
     lw_t w = {line, 0, sizeof line - 1 - (sizeof TAIL_TRUNCATED - 1) - (sizeof TAIL_CLOSE - 1), 0};
 
-    /* reserve[i]: room kept back for the required keys after key i (msg included). */
-    size_t reserve[N_STD_KEYS + 1];
-    reserve[N_STD_KEYS] = sizeof ",\"msg\":" - 1 + VALUE_RESERVE;
-    for (int i = N_STD_KEYS - 1; i >= 0; i--)
-        reserve[i] =
-            reserve[i + 1] + (i + 1 < N_STD_KEYS ? strlen(STD_KEYS[i + 1]) + 4 + VALUE_RESERVE : 0);
-
+    /* The head, ts to version, always fits whole (asserted above): no budget to check. */
+    char num[32];
     lw_put(&w, w.limit, "{", 1);
-    for (int i = 0; i < N_STD_KEYS; i++) {
-        size_t budget = w.limit - reserve[i];
-        const char *s;
-        char num[32];
+    lw_put(&w, w.limit, STD_KEYS[K_ts].text + 1, STD_KEYS[K_ts].len - 1);
+    format_ts(now_ms(lg), num);
+    lw_put(&w, w.limit, num, TS_QUOTED_LEN);
+    lw_put(&w, w.limit, STD_KEYS[K_level].text, STD_KEYS[K_level].len);
+    lw_put(&w, w.limit, LEVEL_VALUES[rec->level].text, LEVEL_VALUES[rec->level].len);
+    lw_put(&w, w.limit, lg->head, lg->head_len);
+
+    /* reserve: room kept back for the required keys after key i (msg included); each key gives
+     * its share back as it comes. */
+    size_t reserve = RESERVE_ALL;
+    for (int i = 0; i < K_connector; i++)
+        reserve -= STD_KEYS[i].len + VALUE_RESERVE;
+    for (int i = K_connector; i < N_STD_KEYS; i++) {
+        reserve -= STD_KEYS[i].len + VALUE_RESERVE;
+        size_t budget = w.limit - reserve;
         size_t n;
-        lw_key(&w, budget, STD_KEYS[i], i == 0);
+        lw_put(&w, budget, STD_KEYS[i].text, STD_KEYS[i].len);
         if (STR_OF_KEY[i] >= 0) {
-            s = rec->str[STR_OF_KEY[i]];
+            const char *s = rec->str[STR_OF_KEY[i]];
             lw_string(&w, budget, s, s ? strnlen(s, CX_LOG_VALUE_MAX + 1) : 0, CX_LOG_VALUE_MAX);
             continue;
         }
         switch (i) {
-        case K_ts:
-            format_ts(now_ms(lg), num);
-            lw_string(&w, budget, num, strlen(num), sizeof num);
-            break;
-        case K_level:
-            s = cx_log_level_name((cx_log_level_t)rec->level);
-            lw_string(&w, budget, s, strlen(s), CX_LOG_NAME_MAX);
-            break;
-        case K_service:
-            lw_string(&w, budget, lg->service, strlen(lg->service), CX_LOG_NAME_MAX);
-            break;
-        case K_version:
-            lw_string(&w, budget, lg->version, strlen(lg->version), CX_LOG_NAME_MAX);
-            break;
         case K_dedupe_hit:
             if (rec->dedupe_hit < 0)
                 lw_put(&w, budget, "null", 4);
@@ -795,10 +976,8 @@ void cx_log_emit(cx_log_record_t *rec)
         case K_upstream_status:
             if ((i == K_attempt && rec->has_attempt) ||
                 (i == K_upstream_status && rec->has_upstream)) {
-                long long v =
-                    i == K_attempt ? (long long)rec->attempt : (long long)rec->upstream_status;
-                int m = snprintf(num, sizeof num, "%lld", v);
-                lw_put(&w, budget, num, (size_t)m);
+                n = format_int(i == K_attempt ? rec->attempt : rec->upstream_status, num);
+                lw_put(&w, budget, num, n);
             } else {
                 lw_put(&w, budget, "null", 4);
             }
@@ -810,11 +989,11 @@ void cx_log_emit(cx_log_record_t *rec)
     }
 
     for (int i = 0; i < rec->n_extra; i++) {
-        size_t budget = w.limit - reserve[N_STD_KEYS];
+        size_t budget = w.limit - RESERVE_MSG;
         size_t mark = w.len;
         int truncated_before = w.truncated;
         w.truncated = 0;
-        int ok = lw_key(&w, budget, rec->extra[i].key, 0) == 0;
+        int ok = lw_extra_key(&w, budget, rec->extra[i].key) == 0;
         size_t after_key = w.len;
         if (ok)
             lw_extra(&w, budget, rec->extra[i].value, rec->extra[i].num, rec->extra[i].pii);
@@ -826,12 +1005,17 @@ void cx_log_emit(cx_log_record_t *rec)
         w.truncated |= truncated_before;
     }
 
-    lw_key(&w, w.limit, "msg", 0);
-    if (rec->str[CX_LOG__MSG] == NULL) {
+    lw_put(&w, w.limit, MSG_KEY.text, MSG_KEY.len);
+    const char *msg = rec->str[CX_LOG__MSG];
+    if (msg == NULL) {
         lw_put(&w, w.limit, "null", 4);
+    } else if (strpbrk(msg, "@0123456789") == NULL) {
+        /* Nothing to mask (no address without an '@', no number without a digit): the text
+         * goes in as it is, cut where scrub_msg would cut it. */
+        lw_string(&w, w.limit, msg, strnlen(msg, CX_LOG_LINE_MAX + 1), CX_LOG_LINE_MAX);
     } else {
         char scrubbed[CX_LOG_LINE_MAX];
-        size_t n = scrub_msg(rec->str[CX_LOG__MSG], scrubbed, sizeof scrubbed, &w.truncated);
+        size_t n = scrub_msg(msg, scrubbed, sizeof scrubbed, &w.truncated);
         lw_string(&w, w.limit, scrubbed, n, n);
     }
 
