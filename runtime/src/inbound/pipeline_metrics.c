@@ -1,22 +1,21 @@
 /* The pipeline's metrics, by handle (registered once in cx_runtime_create). */
-#include <stdio.h>
 #include <string.h>
 
 #include "inbound/runtime_internal.h"
 
 void cx__count_request(cx_runtime_t *rt, const char *connector, int status, double ms)
 {
-    /* The status label without printf (every request): three digits, "xxx" for a
-     * status outside 100-999 (only a connector's handshake could set one). */
-    char code[4] = "000";
-    if (status >= 100 && status <= 999) {
-        code[0] = (char)('0' + status / 100);
-        code[1] = (char)('0' + status / 10 % 10);
-        code[2] = (char)('0' + status % 10);
-    } else {
-        memcpy(code, "xxx", 4);
-    }
-    cx_counter_inc(rt->std.webhook_requests_total, (const char *[]){connector, code}, 1);
+    /* The status label, as "%d" would write it, without printf (every request). */
+    char code[12], *p = code + sizeof code;
+    unsigned v = status < 0 ? 0u - (unsigned)status : (unsigned)status;
+    *--p = '\0';
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (status < 0)
+        *--p = '-';
+    cx_counter_inc(rt->std.webhook_requests_total, (const char *[]){connector, p}, 1);
     cx_histogram_observe(rt->std.webhook_latency_ms, (const char *[]){connector}, ms);
 }
 
