@@ -186,9 +186,7 @@ static uint64_t key_hash(const char *k, size_t n)
 {
     uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
     for (; n >= 8; k += 8, n -= 8) {
-        uint64_t w;
-        memcpy(&w, k, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h = (h ^ cx__word(k)) * 0xff51afd7ed558ccdull;
         h ^= h >> 32;
     }
     uint64_t w = 0;
