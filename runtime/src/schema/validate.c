@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/words.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "schema/access.h"
 
@@ -166,8 +167,6 @@ static int ascii_caseeq(const char *a, size_t n, const char *b)
 
 /* ---- UTF-8 ------------------------------------------------------------------------------ */
 
-#define CX_HIGH_BITS UINT64_C(0x8080808080808080)
-
 /* Counts code points; 0 on malformed input (overlong forms, surrogates, > U+10FFFF, truncated
  * sequences), as RFC 3629 requires. */
 static int utf8_count(const unsigned char *s, size_t n, size_t *out)
@@ -175,11 +174,9 @@ static int utf8_count(const unsigned char *s, size_t n, size_t *out)
     size_t i = 0, trailing = 0; /* continuation bytes, which start no code point */
     while (i < n) {
         /* ASCII, the common case: eight bytes at a time, then byte by byte. */
-        for (uint64_t w; n - i >= 8; i += 8) {
-            memcpy(&w, s + i, sizeof w);
-            if (w & CX_HIGH_BITS)
+        for (; n - i >= 8; i += 8)
+            if (cx__word(s + i) & CX__HIGHS)
                 break;
-        }
         while (i < n && s[i] < 0x80)
             i++;
         if (i == n)
