@@ -1,9 +1,10 @@
-/* Private: scanning text eight bytes at a time.
+/* Private: looking at text eight bytes at a time.
  *
  * The hot paths that look for a few special bytes in mostly plain text (JSON strings to read or
- * to escape, key segments to percent-escape) load a 64-bit word and test all its bytes at once.
- * The tests are exact for "is there such a byte in the word" (a borrow can only start at a
- * matching byte); which byte it is, the caller finds with its byte loop.
+ * to escape, key segments to percent-escape, log values, UTF-8 runs) load a 64-bit word and
+ * test all its bytes at once; claim tokens are checked and packed the same way. The tests below
+ * are exact for "is there such a byte in the word" (a borrow can only start at a matching
+ * byte); which byte it is, the caller finds with its byte loop.
  */
 #ifndef CX_CORE_WORDS_H
 #define CX_CORE_WORDS_H

@@ -10,6 +10,7 @@
 
 #include <openssl/rand.h>
 
+#include "core/words.h"
 #include "stores/dedupe_internal.h"
 
 int cx__dedupe_prefix(const char *environment, char prefix[96], cx_error_t *err)
@@ -86,11 +87,10 @@ int cx__dedupe_check_claim(const cx_dedupe_item_t *items, size_t n, uint32_t ttl
  * instead of eight compare-and-branch rounds (complete and release check every item). */
 static uint64_t not_lower_hex8(uint64_t x)
 {
-    const uint64_t ones = 0x0101010101010101u, high = ones * 0x80;
-    uint64_t low = x & ~high;
-    uint64_t digit = (low + ones * (0x80 - '0')) & ~(low + ones * (0x80 - '9' - 1));
-    uint64_t letter = (low + ones * (0x80 - 'a')) & ~(low + ones * (0x80 - 'f' - 1));
-    return (~(digit | letter) | x) & high;
+    uint64_t low = x & ~CX__HIGHS;
+    uint64_t digit = (low + CX__ONES * (0x80 - '0')) & ~(low + CX__ONES * (0x80 - '9' - 1));
+    uint64_t letter = (low + CX__ONES * (0x80 - 'a')) & ~(low + CX__ONES * (0x80 - 'f' - 1));
+    return (~(digit | letter) | x) & CX__HIGHS;
 }
 
 _Static_assert(CX__DEDUPE_TOKEN_LEN % 8 == 0, "the token is checked eight characters at a time");
@@ -100,11 +100,8 @@ int cx__dedupe_check_owned(const cx_dedupe_item_t *item, size_t *keylen)
     if (item->state != CX_CLAIM_OWNED || key_len(item->key, keylen) != 0)
         return CX_EINVAL;
     uint64_t bad = 0;
-    for (int i = 0; i < CX__DEDUPE_TOKEN_LEN; i += 8) {
-        uint64_t w;
-        memcpy(&w, item->token + i, sizeof w);
-        bad |= not_lower_hex8(w);
-    }
+    for (int i = 0; i < CX__DEDUPE_TOKEN_LEN; i += 8)
+        bad |= not_lower_hex8(cx__word(item->token + i));
     return bad == 0 && item->token[CX__DEDUPE_TOKEN_LEN] == '\0' ? 0 : CX_EINVAL;
 }
 

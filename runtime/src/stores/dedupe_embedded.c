@@ -36,6 +36,7 @@
 #include <openssl/rand.h>
 
 #include "cx/arena.h"
+#include "core/words.h"
 #include "stores/dedupe_internal.h"
 
 #define STRIPE_BITS 6
@@ -174,10 +175,8 @@ static const char *entry_key(const entry_t *e)
 /* The values of eight lowercase hex digits, one per byte: (c & 0xf) + 9 * bit 6 of c. */
 static uint64_t hex_values8(const char *hex)
 {
-    const uint64_t ones = 0x0101010101010101u;
-    uint64_t x;
-    memcpy(&x, hex, sizeof x);
-    return (x & ones * 0x0f) + ((x >> 6) & ones) * 9;
+    uint64_t x = cx__word(hex);
+    return (x & CX__ONES * 0x0f) + ((x >> 6) & CX__ONES) * 9;
 }
 
 /* Packs a token's 32 lowercase hex digits (made by the store or checked by
