@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_text.h"
 #include "core/words.h"
 
 #define SCRATCH_INLINE 128
@@ -81,29 +82,6 @@ static int push(parser_t *ps, cx_mj_member_t **slot)
     return 0;
 }
 
-static int hexval(unsigned c)
-{
-    if (c - '0' < 10)
-        return (int)(c - '0');
-    c |= 0x20;
-    if (c - 'a' < 6)
-        return (int)(c - 'a' + 10);
-    return -1;
-}
-
-static int hex4(const unsigned char *p, unsigned *out)
-{
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hexval(p[i]);
-        if (h < 0)
-            return -1;
-        v = v << 4 | (unsigned)h;
-    }
-    *out = v;
-    return 0;
-}
-
 /* Length of a valid UTF-8 sequence starting at p (lead byte >= 0x80), or 0. */
 static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
 {
@@ -133,26 +111,6 @@ static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
     if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
         return 0;
     return n;
-}
-
-static unsigned char *put_utf8(unsigned char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        *o++ = (unsigned char)cp;
-    } else if (cp < 0x800) {
-        *o++ = (unsigned char)(0xC0 | cp >> 6);
-        *o++ = (unsigned char)(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        *o++ = (unsigned char)(0xE0 | cp >> 12);
-        *o++ = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-        *o++ = (unsigned char)(0x80 | (cp & 0x3F));
-    } else {
-        *o++ = (unsigned char)(0xF0 | cp >> 18);
-        *o++ = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
-        *o++ = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-        *o++ = (unsigned char)(0x80 | (cp & 0x3F));
-    }
-    return o;
 }
 
 /* The first byte at or after p that a string cannot hold as it is: '"', '\\', a control
@@ -208,35 +166,17 @@ static int parse_string_rest(parser_t *ps, unsigned char *start, unsigned char *
             o = p;
         if (end - p < 2)
             return fail(ps, CX_EJSON, "unterminated string");
-        switch (p[1]) {
-        case '"':
-        case '\\':
-        case '/':
-            *o++ = p[1];
-            break;
-        case 'b':
-            *o++ = '\b';
-            break;
-        case 'f':
-            *o++ = '\f';
-            break;
-        case 'n':
-            *o++ = '\n';
-            break;
-        case 'r':
-            *o++ = '\r';
-            break;
-        case 't':
-            *o++ = '\t';
-            break;
-        case 'u': {
+        int byte = cx__json_escape_byte(p[1]);
+        if (byte >= 0) {
+            *o++ = (unsigned char)byte;
+        } else if (p[1] == 'u') {
             unsigned v, lo;
-            if (end - p < 6 || hex4(p + 2, &v) != 0)
+            if (end - p < 6 || cx__json_hex4(p + 2, &v) != 0)
                 return fail(ps, CX_EJSON, "bad \\u escape");
             if (v == 0)
                 return fail(ps, CX_EJSON, "\\u0000 in a string");
             if (v >= 0xD800 && v <= 0xDBFF) {
-                if (end - p < 12 || p[6] != '\\' || p[7] != 'u' || hex4(p + 8, &lo) != 0 ||
+                if (end - p < 12 || p[6] != '\\' || p[7] != 'u' || cx__json_hex4(p + 8, &lo) != 0 ||
                     lo < 0xDC00 || lo > 0xDFFF)
                     return fail(ps, CX_EJSON, "lone surrogate in a \\u escape");
                 v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00);
@@ -244,11 +184,9 @@ static int parse_string_rest(parser_t *ps, unsigned char *start, unsigned char *
             } else if (v >= 0xDC00 && v <= 0xDFFF) {
                 return fail(ps, CX_EJSON, "lone surrogate in a \\u escape");
             }
-            o = put_utf8(o, v);
+            o = cx__json_put_utf8(o, v);
             p += 4; /* and the 2 below */
-            break;
-        }
-        default:
+        } else {
             return fail(ps, CX_EJSON, "bad escape");
         }
         p += 2;

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_text.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "schema/access.h"
 
@@ -219,26 +220,6 @@ static size_t utf8_valid(const unsigned char *p, const unsigned char *end)
     return 0;
 }
 
-static int hex4(const char *p, unsigned *out)
-{
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        unsigned c = (unsigned char)p[i];
-        unsigned d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            d = c - 'A' + 10;
-        else
-            return -1;
-        v = v << 4 | d;
-    }
-    *out = v;
-    return 0;
-}
-
 /* 0: ordinary ASCII; 1: '"'; 2: '\\'; 3: control character; 4: non-ASCII. */
 static const unsigned char str_class[256] = {
     3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
@@ -286,23 +267,23 @@ static int scan_string(reader_t *r, jstr_t *s)
             if (end - p < 2)
                 return fail(r, CX_EJSON, "unterminated string");
             char e = p[1];
-            if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' ||
-                e == 't') {
+            if (cx__json_escape_byte((unsigned char)e) >= 0) {
                 p += 2;
                 break;
             }
             if (e != 'u')
                 return fail(r, CX_EJSON, "invalid escape in string");
             unsigned cp;
-            if (end - p < 6 || hex4(p + 2, &cp) != 0)
+            if (end - p < 6 || cx__json_hex4((const unsigned char *)p + 2, &cp) != 0)
                 return fail(r, CX_EJSON, "invalid \\u escape in string");
             p += 6;
             if (cp >= 0xDC00 && cp <= 0xDFFF)
                 return fail(r, CX_EUTF8, "lone low surrogate in \\u escape");
             if (cp >= 0xD800 && cp <= 0xDBFF) {
                 unsigned lo;
-                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) != 0 ||
-                    lo < 0xDC00 || lo > 0xDFFF)
+                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' ||
+                    cx__json_hex4((const unsigned char *)p + 2, &lo) != 0 || lo < 0xDC00 ||
+                    lo > 0xDFFF)
                     return fail(r, CX_EUTF8, "lone high surrogate in \\u escape");
                 p += 6;
             }
@@ -335,51 +316,19 @@ static size_t unescape(const jstr_t *s, char *dst)
         }
         char e = p[1];
         p += 2;
-        switch (e) {
-        case 'b':
-            *o++ = '\b';
-            break;
-        case 'f':
-            *o++ = '\f';
-            break;
-        case 'n':
-            *o++ = '\n';
-            break;
-        case 'r':
-            *o++ = '\r';
-            break;
-        case 't':
-            *o++ = '\t';
-            break;
-        case 'u': {
-            unsigned cp = 0, lo = 0;
-            hex4(p, &cp);
-            p += 4;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                hex4(p + 2, &lo);
-                p += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            }
-            if (cp < 0x80) {
-                *o++ = (char)cp;
-            } else if (cp < 0x800) {
-                *o++ = (char)(0xC0 | cp >> 6);
-                *o++ = (char)(0x80 | (cp & 0x3F));
-            } else if (cp < 0x10000) {
-                *o++ = (char)(0xE0 | cp >> 12);
-                *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-                *o++ = (char)(0x80 | (cp & 0x3F));
-            } else {
-                *o++ = (char)(0xF0 | cp >> 18);
-                *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
-                *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-                *o++ = (char)(0x80 | (cp & 0x3F));
-            }
-            break;
+        if (e != 'u') {
+            *o++ = (char)cx__json_escape_byte((unsigned char)e); /* validated by scan_string */
+            continue;
         }
-        default: /* '"', '\\', '/' */
-            *o++ = e;
+        unsigned cp = 0, lo = 0;
+        cx__json_hex4((const unsigned char *)p, &cp);
+        p += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            cx__json_hex4((const unsigned char *)p + 2, &lo);
+            p += 6;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
         }
+        o = (char *)cx__json_put_utf8((unsigned char *)o, cp);
     }
     return (size_t)(o - dst);
 }
